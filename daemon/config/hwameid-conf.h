@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The node's bootstrap settings (/etc/hwameid/hwameid.conf and its .conf.d drop-ins).
+ * Cluster-wide desired state comes from the Kubernetes API, never from here.
+ * Every key is documented in conf/hwameid.conf, which the tests parse.
+ */
+
+#include <stdio.h>
+
+#include "../basic/time-util.h"
+
+#define HWAMEID_CONFIG_PATH "/etc/hwameid/hwameid.conf"
+
+typedef struct Config {
+        /* [Node] */
+        char *node_name; /* Kubernetes node name; default: the host name */
+
+        /* [Kubernetes] */
+        char *kubeconfig;
+
+        /* [Control] */
+        char *control_socket;
+
+        /* [Log] */
+        int log_level;
+} Config;
+
+/* Fills in the defaults. */
+int config_init(Config *c);
+void config_done(Config *c);
+
+/* Defaults, then path and its drop-ins. On failure every error has been logged and *c is left
+ * empty (as after config_done()). */
+int config_load(Config *c, const char *path);
+
+/* The normalised configuration as INI, which config_load() reads back to the same values. */
+int config_dump_all(FILE *f, const Config *c);
