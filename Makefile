@@ -24,7 +24,7 @@ Q := @
 endif
 PYTHON := /usr/bin/python3
 PKG_CONFIG ?= pkg-config
-PKGS := libsystemd libcjson
+PKGS := libsystemd libcjson libcurl yaml-0.1
 
 ifeq ($(ASAN)$(UBSAN),)
 BUILDDIR ?= build
@@ -60,23 +60,20 @@ ALL_LDFLAGS += -Wl,-z,defs
 endif
 LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
-# The daemon's modules, in layer order; main.c is the only file outside the library.
-DAEMON_SRCS := \
-	daemon/basic/ratelimit.c \
-	daemon/basic/string-util.c \
-	daemon/basic/time-util.c \
-	daemon/log/log.c \
-	daemon/config/conf-parser.c \
-	daemon/config/hwameid-conf.c \
-	daemon/control/control.c \
-	daemon/control/control-client.c \
-	daemon/notify.c \
-	daemon/manager.c
+# Every module of the daemon goes into one static library; main.c is the only file outside it,
+# so that unit tests and fuzzers link exactly the code that ships.
+DAEMON_SRCS := $(sort $(wildcard daemon/*/*.c)) daemon/notify.c daemon/manager.c
 
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(BUILDDIR)/%.o)
 LIBHWAMEID := $(BUILDDIR)/libhwameid.a
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILDDIR)/tests/%,$(wildcard tests/unit/test-*.c))
+
+# Fuzzers: tests/fuzz/fuzz-NAME.c defines LLVMFuzzerTestOneInput(); its corpus is
+# tests/fuzz/corpus/NAME/. "make check" replays every corpus through a plain build of each
+# fuzzer (with fuzz-main.c); "make fuzz" builds real libFuzzer binaries with clang.
+FUZZERS := $(patsubst tests/fuzz/fuzz-%.c,%,$(filter-out tests/fuzz/fuzz-main.c,$(wildcard tests/fuzz/fuzz-*.c)))
+FUZZ_REPLAYS := $(FUZZERS:%=$(BUILDDIR)/fuzz/replay-%)
 
 PROGRAMS := $(BUILDDIR)/hwameid $(BUILDDIR)/hwameictl
 
@@ -108,6 +105,11 @@ $(BUILDDIR)/tests/%: $(BUILDDIR)/tests/unit/%.o $(LIBHWAMEID)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) -lcmocka -lpthread
 
+$(BUILDDIR)/fuzz/replay-%: $(BUILDDIR)/tests/fuzz/fuzz-%.o $(BUILDDIR)/tests/fuzz/fuzz-main.o $(LIBHWAMEID)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
 .PHONY: deps
 deps:
 	tools/install-deps
@@ -116,18 +118,37 @@ deps:
 check: deps
 	$(MAKE) all unit-tests
 	$(MAKE) ASAN=1 UBSAN=1 unit-tests
-	$(MAKE) check-unit
-	$(MAKE) ASAN=1 UBSAN=1 check-unit
+	$(MAKE) check-unit check-fuzz-replay
+	$(MAKE) ASAN=1 UBSAN=1 check-unit check-fuzz-replay
 	$(MAKE) check-integration
 	$(MAKE) check-standin
 
 .PHONY: unit-tests
-unit-tests: $(UNIT_TESTS)
+unit-tests: $(UNIT_TESTS) $(FUZZ_REPLAYS)
 
 # Runs every unit test binary; a failing one fails the target after all have run.
 .PHONY: check-unit
 check-unit: $(UNIT_TESTS)
 	@tools/run-unit-tests $(UNIT_TESTS)
+
+# Replays each fuzzer's corpus (in the sanitizer build this catches memory errors too).
+.PHONY: check-fuzz-replay
+check-fuzz-replay: $(FUZZ_REPLAYS)
+	@set -e; for f in $(FUZZERS); do $(BUILDDIR)/fuzz/replay-$$f tests/fuzz/corpus/$$f; done
+
+# libFuzzer builds (clang); run one with e.g. "build-fuzz/fuzz-conf-parser -max_total_time=60
+# tests/fuzz/corpus/conf-parser". FUZZ_SECONDS bounds "make fuzz-run".
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-DHWAMEID_VERSION='"$(VERSION)"' -D_GNU_SOURCE -Idaemon $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+.PHONY: fuzz fuzz-run
+fuzz: $(FUZZERS:%=build-fuzz/fuzz-%)
+build-fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(DAEMON_SRCS)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(DAEMON_SRCS) $(LIBS)
+fuzz-run: fuzz
+	@set -e; for f in $(FUZZERS); do mkdir -p build-fuzz/corpus-$$f; \
+		build-fuzz/fuzz-$$f -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-$$f tests/fuzz/corpus/$$f; done
 
 .PHONY: check-integration
 check-integration: all
@@ -155,6 +176,6 @@ install: all
 
 .PHONY: clean
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
--include $(DAEMON_OBJS:.o=.d) $(BUILDDIR)/daemon/main.d $(BUILDDIR)/tools/hwameictl/hwameictl.d
+-include $(shell find $(BUILDDIR) -name '*.d' 2>/dev/null)
