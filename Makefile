@@ -77,10 +77,13 @@ FUZZ_REPLAYS := $(FUZZERS:%=$(BUILDDIR)/fuzz/replay-%)
 
 PROGRAMS := $(BUILDDIR)/hwameid $(BUILDDIR)/hwameictl
 
+# Test drivers: small programs that let the integration tests exercise one layer of the daemon.
+TEST_HELPERS := $(patsubst tests/helpers/%.c,$(BUILDDIR)/tests/helpers/%,$(wildcard tests/helpers/*.c))
+
 .SECONDARY:
 
 .PHONY: all
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(TEST_HELPERS)
 
 $(BUILDDIR)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -97,6 +100,11 @@ $(BUILDDIR)/hwameid: $(BUILDDIR)/daemon/main.o $(LIBHWAMEID)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILDDIR)/hwameictl: $(BUILDDIR)/tools/hwameictl/hwameictl.o $(LIBHWAMEID)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILDDIR)/tests/helpers/%: $(BUILDDIR)/tests/helpers/%.o $(LIBHWAMEID)
+	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,12 @@ static int run(int argc, char *argv[]) {
                 return r;
         case ACTION_RUN:
                 break;
+        }
+
+        /* Before any thread exists, as libcurl asks. */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                config_done(&config);
+                return log_error_errno(SYNTHETIC_ERRNO(EIO), "Failed to initialise libcurl.");
         }
 
         r = manager_new(arg_config, &config, arg_log_level, &m);

@@ -10,8 +10,11 @@
  *   SIGHUP         ─> manager_reload ─> RELOADING=1, config re-read (kept on error), READY=1
  *   control socket ─> control.c reads a request ─> manager_on_control ─> reply
  *   watchdog timer ─> notify.c sends WATCHDOG=1 while the loop keeps iterating
- *   cluster timer  ─> manager_on_cluster_timer: waits, with capped exponential backoff, for the
- *                     Kubernetes API to become usable, saying why in STATUS=
+ *   cluster        ─> cluster.c: kubeconfig (retried with backoff until usable), the API client
+ *                     (libcurl multi on this loop), the Node watch, the heartbeat Lease, leader
+ *                     election; manager_on_cluster_changed turns its state into STATUS=
+ *
+ * On SIGTERM the leader hands its Lease over before the loop exits, so another node leads at once.
  *
  * READY=1 is sent once local start-up is done (configuration read, control socket bound). The
  * daemon never waits for the cluster to be ready: it says what it waits for and keeps trying.
@@ -26,14 +29,15 @@
 #include "basic/json-util.h"
 #include "basic/string-util.h"
 #include "basic/time-util.h"
+#include "cluster/cluster.h"
 #include "control/control.h"
 #include "log/catalog-ids.h"
 #include "log/log.h"
 #include "manager.h"
 #include "notify.h"
 
-#define CLUSTER_RETRY_MIN_USEC (1 * USEC_PER_SEC)
-#define CLUSTER_RETRY_MAX_USEC (30 * USEC_PER_SEC)
+/* A stop that waits for the API (lease hand-over) ends after this, whatever happens. */
+#define MANAGER_STOP_TIMEOUT (5 * USEC_PER_SEC)
 
 struct Manager {
         sd_event *event;
@@ -49,10 +53,8 @@ struct Manager {
         ManagerState state;
         usec_t start_usec;
 
-        /* The connection to the Kubernetes API. */
-        sd_event_source *cluster_timer;
-        usec_t cluster_retry_usec;
-        char cluster_message[256];
+        Cluster *cluster;
+        sd_event_source *stop_timer;
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -76,78 +78,75 @@ static void manager_set_state(Manager *m, ManagerState state) {
         m->state = state;
 }
 
+/* What STATUS= says while running: the cluster connection and our role in it. */
+static void manager_format_status(Manager *m, char *buf, size_t len) {
+        const char *role = "";
+
+        if (m->cluster && cluster_state(m->cluster) == CLUSTER_CONNECTED)
+                role = cluster_is_leader(m->cluster) ? " Leading the cluster controllers." : " Following.";
+        if (m->last_reload_error)
+                (void) snprintf(buf, len,
+                                "Running with the previous configuration (reload failed: %s). %s%s",
+                                m->last_reload_error, m->cluster ? cluster_message(m->cluster) : "", role);
+        else
+                (void) snprintf(buf, len, "%s%s", m->cluster ? cluster_message(m->cluster) : "Starting.",
+                                role);
+}
+
 /* STATUS= says what the daemon is doing; derived from state, never stored twice. */
 static void manager_update_status(Manager *m) {
+        char buf[512];
+
         if (m->state != MANAGER_RUNNING)
                 return;
-        if (m->last_reload_error)
-                (void) notify_status("Running with the previous configuration (reload failed: %s). %s",
-                                     m->last_reload_error, m->cluster_message);
-        else
-                (void) notify_status("%s", m->cluster_message);
+        manager_format_status(m, buf, sizeof(buf));
+        (void) notify_status("%s", buf);
 }
 
 static void manager_apply_log_level(Manager *m) {
         log_set_max_level(m->log_level_override >= 0 ? m->log_level_override : m->config.log_level);
 }
 
-/* Until the Kubernetes client exists, "usable" means the kubeconfig can be read. */
-static int manager_cluster_try(Manager *m) {
-        const char *path = m->config.kubeconfig;
-
-        if (access(path, R_OK) < 0) {
-                int r = -errno;
-                char delay[FORMAT_TIMESPAN_MAX];
-
-                (void) snprintf(m->cluster_message, sizeof(m->cluster_message),
-                                "Waiting for the Kubernetes API: kubeconfig '%s' is not readable (%s); "
-                                "retrying in %s.",
-                                path, strerror(-r),
-                                format_timespan(delay, sizeof(delay), m->cluster_retry_usec));
-                log_ratelimit_errno(LOG_INFO, r, 5 * USEC_PER_MINUTE, 1,
-                                    "Kubeconfig '%s' is not readable, will retry: %m", path);
-                return r;
-        }
-        (void) snprintf(m->cluster_message, sizeof(m->cluster_message),
-                        "Kubeconfig '%s' found; this build has no Kubernetes client yet.", path);
-        log_info("Kubeconfig '%s' found.", path);
-        return 0;
+static void manager_on_cluster_changed(Cluster *c, void *userdata) {
+        (void) c;
+        manager_update_status(userdata);
 }
 
-/* One attempt; on failure the timer is armed for the next one, with capped backoff. */
-static int manager_cluster_attempt(Manager *m) {
+static void manager_on_leading(Cluster *c, bool leading, void *userdata) {
+        (void) c, (void) userdata;
+        /* The cluster-wide controllers start and stop here. */
+        if (leading)
+                log_struct(LOG_NOTICE, HWAMEID_MESSAGE_LEADER_ACQUIRED,
+                           "This node now leads the cluster controllers.");
+        else
+                log_struct(LOG_NOTICE, HWAMEID_MESSAGE_LEADER_LOST,
+                           "This node no longer leads the cluster controllers.");
+}
+
+/* (Re)creates the cluster connection from the configuration; it starts trying at once. */
+static int manager_cluster_start(Manager *m) {
+        static const ClusterCallbacks callbacks = {
+                .changed = manager_on_cluster_changed,
+                .leading = manager_on_leading,
+        };
+        const ClusterConfig cc = {
+                .node_name = m->config.node_name,
+                .kubeconfig = m->config.kubeconfig,
+                .namespace = m->config.namespace,
+                .qps = m->config.qps,
+                .burst = m->config.burst,
+                .lease_duration = m->config.lease_duration,
+                .renew_deadline = m->config.renew_deadline,
+                .retry_period = m->config.retry_period,
+                .heartbeat_interval = m->config.heartbeat_interval,
+        };
         int r;
 
-        r = manager_cluster_try(m);
-        manager_update_status(m);
-        if (r >= 0)
-                return sd_event_source_set_enabled(m->cluster_timer, SD_EVENT_OFF);
-
-        r = sd_event_source_set_time_relative(m->cluster_timer, m->cluster_retry_usec);
+        m->cluster = cluster_free(m->cluster);
+        r = cluster_new(m->event, &cc, &callbacks, m, &m->cluster);
         if (r < 0)
                 return r;
-        m->cluster_retry_usec = MIN(m->cluster_retry_usec * 2, CLUSTER_RETRY_MAX_USEC);
-        return sd_event_source_set_enabled(m->cluster_timer, SD_EVENT_ONESHOT);
-}
-
-static int manager_on_cluster_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        (void) s, (void) usec;
-        return manager_cluster_attempt(userdata);
-}
-
-/* (Re)starts the attempts to reach the cluster: one now, then with the backoff reset. */
-static int manager_cluster_start(Manager *m) {
-        int r;
-
-        m->cluster_retry_usec = CLUSTER_RETRY_MIN_USEC;
-        if (!m->cluster_timer) {
-                r = sd_event_add_time(m->event, &m->cluster_timer, CLOCK_MONOTONIC, USEC_INFINITY, 0,
-                                      manager_on_cluster_timer, m);
-                if (r < 0)
-                        return r;
-                (void) sd_event_source_set_description(m->cluster_timer, "cluster-retry");
-        }
-        return manager_cluster_attempt(m);
+        return cluster_start(m->cluster);
 }
 
 static int manager_on_control(const char *command, const cJSON *request, cJSON **ret_reply, char **ret_error,
@@ -212,15 +211,29 @@ int manager_reload(Manager *m) {
                         SWAP(new.control_socket, m->config.control_socket);
                 }
         }
-        bool kubeconfig_changed = !streq(new.kubeconfig, m->config.kubeconfig);
+        bool cluster_changed = !streq(new.kubeconfig, m->config.kubeconfig) ||
+                               !streq(new.namespace, m->config.namespace) || new.qps != m->config.qps ||
+                               new.burst != m->config.burst ||
+                               new.lease_duration != m->config.lease_duration ||
+                               new.renew_deadline != m->config.renew_deadline ||
+                               new.retry_period != m->config.retry_period ||
+                               new.heartbeat_interval != m->config.heartbeat_interval;
 
-        /* What remains in new after the swaps above is the old value or equal to the running one. */
+        /* What remains in new after the swaps is the old value or equal to the running one. */
         SWAP(new.kubeconfig, m->config.kubeconfig);
+        SWAP(new.namespace, m->config.namespace);
+        m->config.qps = new.qps;
+        m->config.burst = new.burst;
+        m->config.lease_duration = new.lease_duration;
+        m->config.renew_deadline = new.renew_deadline;
+        m->config.retry_period = new.retry_period;
+        m->config.heartbeat_interval = new.heartbeat_interval;
         m->config.log_level = new.log_level;
         manager_apply_log_level(m);
 
-        if (kubeconfig_changed) {
-                log_info("Kubeconfig changed to '%s'.", m->config.kubeconfig);
+        if (cluster_changed) {
+                log_info("Kubernetes settings changed; reconnecting with kubeconfig '%s'.",
+                         m->config.kubeconfig);
                 r = manager_cluster_start(m);
                 if (r < 0)
                         log_warning_errno(r, "Failed to restart the cluster connection, ignoring: %m");
@@ -234,6 +247,21 @@ finish:
         return r < 0 ? r : 0;
 }
 
+static void manager_on_cluster_stopped(void *userdata) {
+        Manager *m = userdata;
+
+        (void) sd_event_exit(m->event, 0);
+}
+
+static int manager_on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        (void) s, (void) usec;
+        log_warning("Hand-over did not finish within %llus, exiting anyway.",
+                    (unsigned long long) (MANAGER_STOP_TIMEOUT / USEC_PER_SEC));
+        return sd_event_exit(m->event, 0);
+}
+
 static int manager_on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
 
@@ -244,10 +272,22 @@ static int manager_on_signal(sd_event_source *s, const struct signalfd_siginfo *
                 return 0;
         case SIGTERM:
         case SIGINT:
+                if (m->state == MANAGER_STOPPING) {
+                        log_notice("Received a second stop signal, exiting now.");
+                        return sd_event_exit(m->event, 0);
+                }
                 log_info("Received %s, shutting down.", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
                 manager_set_state(m, MANAGER_STOPPING);
-                (void) notify_stopping("Shutting down.");
-                return sd_event_exit(m->event, 0);
+                (void) notify_stopping(m->cluster && cluster_is_leader(m->cluster)
+                                               ? "Shutting down: handing the leader lease over."
+                                               : "Shutting down.");
+                (void) sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC,
+                                                  MANAGER_STOP_TIMEOUT, 0, manager_on_stop_timeout, m);
+                if (m->cluster)
+                        cluster_shutdown(m->cluster, manager_on_cluster_stopped, m);
+                else
+                        manager_on_cluster_stopped(m);
+                return 0;
         default:
                 return 0;
         }
@@ -301,7 +341,8 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         control_server_free(m->control);
-        sd_event_source_disable_unref(m->cluster_timer);
+        cluster_free(m->cluster);
+        sd_event_source_disable_unref(m->stop_timer);
         sd_event_source_disable_unref(m->watchdog_source);
         sd_event_source_disable_unref(m->sigterm_source);
         sd_event_source_disable_unref(m->sigint_source);
@@ -337,8 +378,11 @@ int manager_start(Manager *m) {
 int manager_run(Manager *m) {
         int r;
 
+        char status[512];
+
         manager_set_state(m, MANAGER_RUNNING);
-        (void) notify_ready(m->cluster_message);
+        manager_format_status(m, status, sizeof(status));
+        (void) notify_ready(status);
 
         r = sd_event_loop(m->event);
         if (r < 0)
@@ -351,11 +395,20 @@ int manager_run(Manager *m) {
 int manager_status_json(Manager *m, cJSON **ret) {
         _cleanup_json_ cJSON *o = NULL, *cluster = NULL;
         bool ok = true;
+        int r;
 
         o = cJSON_CreateObject();
-        cluster = cJSON_CreateObject();
-        if (!o || !cluster)
+        if (!o)
                 return -ENOMEM;
+        if (m->cluster) {
+                r = cluster_status_json(m->cluster, &cluster);
+                if (r < 0)
+                        return r;
+        } else {
+                cluster = cJSON_CreateObject();
+                if (!cluster || !cJSON_AddStringToObject(cluster, "kubeconfig", m->config.kubeconfig))
+                        return -ENOMEM;
+        }
 
         ok = ok && cJSON_AddStringToObject(o, "version", HWAMEID_VERSION);
         ok = ok && cJSON_AddNumberToObject(o, "pid", getpid());
@@ -371,8 +424,6 @@ int manager_status_json(Manager *m, cJSON **ret) {
                                    : cJSON_AddNullToObject(o, "lastReloadError"));
         ok = ok && cJSON_AddStringToObject(o, "logLevel", log_level_to_string(log_get_max_level()));
         ok = ok && cJSON_AddStringToObject(o, "controlSocket", control_server_path(m->control));
-        ok = ok && cJSON_AddStringToObject(cluster, "kubeconfig", m->config.kubeconfig);
-        ok = ok && cJSON_AddStringToObject(cluster, "message", m->cluster_message);
         if (!ok)
                 return -ENOMEM;
         cJSON_AddItemToObject(o, "cluster", TAKE_PTR(cluster));

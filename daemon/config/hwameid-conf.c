@@ -11,6 +11,7 @@
 
 #define DEFAULT_KUBECONFIG     "/etc/hwameid/kubeconfig"
 #define DEFAULT_CONTROL_SOCKET "/run/hwameid/control.sock"
+#define DEFAULT_NAMESPACE      "hwameid-system"
 
 static int config_parse_node_name(const char *file, unsigned line, const char *section, const char *key,
                                   const char *value, void *field) {
@@ -27,9 +28,35 @@ static int config_parse_node_name(const char *file, unsigned line, const char *s
         return config_parse_string(file, line, section, key, value, field);
 }
 
+static int config_parse_namespace(const char *file, unsigned line, const char *section, const char *key,
+                                  const char *value, void *field) {
+        /* A namespace is a DNS label: lower-case alphanumerics and '-', at most 63. */
+        size_t n = strlen(value);
+
+        if (n == 0 || n > 63 || strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789-") != n ||
+            value[0] == '-' || value[n - 1] == '-')
+                return config_log_syntax(
+                        file, line, EINVAL,
+                        "%s= must be a valid Kubernetes namespace (lower-case DNS label), got '%s'.", key,
+                        value);
+        return config_parse_string(file, line, section, key, value, field);
+}
+
 static const ConfigItem config_items[] = {
         { "Node", "Name", config_parse_node_name, config_dump_string, offsetof(Config, node_name) },
+        { "Node", "HeartbeatInterval", config_parse_sec, config_dump_sec,
+          offsetof(Config, heartbeat_interval) },
         { "Kubernetes", "Kubeconfig", config_parse_path, config_dump_string, offsetof(Config, kubeconfig) },
+        { "Kubernetes", "Namespace", config_parse_namespace, config_dump_string,
+          offsetof(Config, namespace) },
+        { "Kubernetes", "QPS", config_parse_unsigned, config_dump_unsigned, offsetof(Config, qps) },
+        { "Kubernetes", "Burst", config_parse_unsigned, config_dump_unsigned, offsetof(Config, burst) },
+        { "LeaderElection", "LeaseDuration", config_parse_sec, config_dump_sec,
+          offsetof(Config, lease_duration) },
+        { "LeaderElection", "RenewDeadline", config_parse_sec, config_dump_sec,
+          offsetof(Config, renew_deadline) },
+        { "LeaderElection", "RetryPeriod", config_parse_sec, config_dump_sec,
+          offsetof(Config, retry_period) },
         { "Control", "Socket", config_parse_path, config_dump_string, offsetof(Config, control_socket) },
         { "Log", "Level", config_parse_log_level, config_dump_log_level, offsetof(Config, log_level) },
 };
@@ -54,14 +81,24 @@ static int default_node_name(char **ret) {
 int config_init(Config *c) {
         int r;
 
-        *c = (Config){ .log_level = LOG_INFO };
+        *c = (Config){
+                .log_level = LOG_INFO,
+                .heartbeat_interval = 40 * USEC_PER_SEC,
+                .qps = 5,
+                .burst = 10,
+                /* client-go's defaults for core components */
+                .lease_duration = 15 * USEC_PER_SEC,
+                .renew_deadline = 10 * USEC_PER_SEC,
+                .retry_period = 2 * USEC_PER_SEC,
+        };
 
         r = default_node_name(&c->node_name);
         if (r < 0)
                 return r;
         c->kubeconfig = strdup(DEFAULT_KUBECONFIG);
+        c->namespace = strdup(DEFAULT_NAMESPACE);
         c->control_socket = strdup(DEFAULT_CONTROL_SOCKET);
-        if (!c->kubeconfig || !c->control_socket) {
+        if (!c->kubeconfig || !c->namespace || !c->control_socket) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -73,6 +110,7 @@ void config_done(Config *c) {
                 return;
         free(c->node_name);
         free(c->kubeconfig);
+        free(c->namespace);
         free(c->control_socket);
         *c = (Config){};
 }
@@ -83,6 +121,24 @@ static int config_validate(const Config *c, const char *path) {
                 return config_log_syntax(path, 0, EINVAL, "[Node] Name= must not be empty.");
         if (isempty(c->kubeconfig))
                 return config_log_syntax(path, 0, EINVAL, "[Kubernetes] Kubeconfig= must not be empty.");
+        if (isempty(c->namespace))
+                return config_log_syntax(path, 0, EINVAL, "[Kubernetes] Namespace= must not be empty.");
+        if (c->qps == 0 || c->burst == 0)
+                return config_log_syntax(path, 0, EINVAL,
+                                         "[Kubernetes] QPS= and Burst= must be at least 1.");
+        if (c->heartbeat_interval < USEC_PER_SEC || c->heartbeat_interval == USEC_INFINITY)
+                return config_log_syntax(path, 0, EINVAL, "[Node] HeartbeatInterval= must be at least 1s.");
+        /* client-go's rule: the leader must give up (renew deadline) before others may take over
+         * (lease duration), and must be able to retry within the deadline. */
+        if (c->retry_period == 0 || c->renew_deadline <= c->retry_period * 12 / 10 ||
+            c->lease_duration <= c->renew_deadline || c->lease_duration == USEC_INFINITY)
+                return config_log_syntax(
+                        path, 0, EINVAL,
+                        "[LeaderElection] needs LeaseDuration= > RenewDeadline= > 1.2 × RetryPeriod= > 0.");
+        if (c->lease_duration % USEC_PER_SEC != 0)
+                return config_log_syntax(
+                        path, 0, EINVAL,
+                        "[LeaderElection] LeaseDuration= must be whole seconds (the Lease stores seconds).");
         if (isempty(c->control_socket))
                 return config_log_syntax(path, 0, EINVAL, "[Control] Socket= must not be empty.");
         if (strlen(c->control_socket) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))

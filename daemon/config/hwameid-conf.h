@@ -16,9 +16,15 @@
 typedef struct Config {
         /* [Node] */
         char *node_name; /* Kubernetes node name; default: the host name */
+        usec_t heartbeat_interval;
 
         /* [Kubernetes] */
         char *kubeconfig;
+        char *namespace; /* of the Leases */
+        unsigned qps, burst;
+
+        /* [LeaderElection] */
+        usec_t lease_duration, renew_deadline, retry_period;
 
         /* [Control] */
         char *control_socket;

@@ -11,12 +11,16 @@ import select
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "standin"))
+from standinlib import Standin  # noqa: E402
 BUILDDIR = Path(os.environ.get("HWAMEID_BUILDDIR", ROOT / "build"))
 HWAMEID = BUILDDIR / "hwameid"
 HWAMEICTL = BUILDDIR / "hwameictl"
@@ -78,12 +82,18 @@ class Daemon:
         self.proc = None
         self.stderr_path = self.dir / "stderr"
 
-    def write_config(self, extra=""):
+    def write_config(self, extra="", node="test-node", kubernetes=""):
         self.config.write_text(
-            "[Node]\nName=test-node\n"
-            f"[Kubernetes]\nKubeconfig={self.kubeconfig}\n"
+            f"[Node]\nName={node}\n"
+            f"[Kubernetes]\nKubeconfig={self.kubeconfig}\n{kubernetes}"
             f"[Control]\nSocket={self.socket}\n" + extra
         )
+
+    def status(self):
+        import json
+        r = self.ctl("--json", "status")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
 
     def start(self, *args, wait_ready=True):
         self.stderr = open(self.stderr_path, "wb")
@@ -151,6 +161,18 @@ def daemon(make_daemon):
     yield d
     if d.proc.poll() is None:
         assert d.stop() == 0, d.log()
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """A stand-in API server of the test's own (faults and restarts stay local)."""
+    (tmp_path / "standin").mkdir()
+    s = Standin(str(tmp_path / "standin")).start()
+    yield s
+    s.stop()
+
+
+KUBE_PROBE = BUILDDIR / "tests" / "helpers" / "kube-probe"
 
 
 def run_hwameid(*args, **kwargs):

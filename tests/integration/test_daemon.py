@@ -16,12 +16,14 @@ def test_ready_without_a_cluster_says_what_it_waits_for(daemon):
     assert daemon.proc.poll() is None
 
 
-def test_keeps_retrying_and_notices_the_kubeconfig_appearing(daemon):
+def test_keeps_retrying_and_rereads_the_kubeconfig(daemon):
+    assert "No such file or directory" in daemon.ready["STATUS"]
     daemon.kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
-    # The retry timer backs off from 1 s, so the change shows within a few seconds.
-    status = daemon.notify.wait_for(lambda m: "Kubeconfig" in m.get("STATUS", "") and "found" in m["STATUS"],
-                                    timeout=15, what="STATUS about the kubeconfig")
+    # The retry timer backs off from 1 s, so the new file's problem shows within a few seconds.
+    status = daemon.notify.wait_for(lambda m: "current-context is not set" in m.get("STATUS", ""),
+                                    timeout=15, what="STATUS about the new kubeconfig")
     assert str(daemon.kubeconfig) in status["STATUS"]
+    assert "retrying in" in status["STATUS"]
 
 
 def test_sighup_sends_reloading_then_ready(daemon):

@@ -71,7 +71,7 @@ def test_logs_reach_journald_with_structured_fields(tmp_path):
     assert e["CODE_FILE"].endswith("manager.c") and e["CODE_FUNC"] == "manager_start"
     assert int(e["CODE_LINE"]) > 0
     # An error carries its errno as a field.
-    waiting = [e for e in entries if "is not readable" in e.get("MESSAGE", "")]
+    waiting = [e for e in entries if "Kubernetes API not usable yet" in e.get("MESSAGE", "")]
     assert waiting and waiting[0]["ERRNO"] == "2"
     stopped = [e for e in entries if e.get("MESSAGE_ID") == "2adaf8013aa64dc297946508dd4ac61a"]
     assert len(stopped) == 1

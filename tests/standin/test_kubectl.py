@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from conftest import REPO
+from standinlib import REPO
 from kubestandin import yamlsubset
 from objects import (GUIDE_MIGRATE_YAML, HW, LSN_STATUS, RUNNING_READY, lsn, lv, lvr, node,
                      pod)

@@ -74,6 +74,19 @@ static int print_status(const cJSON *st) {
                (unsigned long long) reloads, reload_error ? ", last reload failed: " : "",
                strempty(reload_error));
         print_field("Kubeconfig", json_get_string(cluster, "kubeconfig"));
+        print_field("API server", json_get_string(cluster, "server"));
+        print_field("Connection", json_get_string(cluster, "state"));
+        {
+                const cJSON *leader = cJSON_GetObjectItemCaseSensitive(cluster, "leader");
+                const char *holder = json_get_string(leader, "holder");
+                bool leading = false;
+
+                (void) json_get_bool(leader, "leading", &leading);
+                if (leading)
+                        print_field("Leader", "this node");
+                else
+                        print_field("Leader", isempty(holder) ? "none" : holder);
+        }
         print_field("Log level", json_get_string(st, "logLevel"));
         print_field("Control", json_get_string(st, "controlSocket"));
         return 0;

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The node's connection to its cluster: reads the kubeconfig (retrying with capped backoff until
+ * it is usable), keeps the credentials fresh (rotated certificates and tokens are picked up within
+ * a minute), watches the node's own Node object, renews the node's heartbeat Lease, and takes part
+ * in the election of the leader that runs the cluster-wide controllers.
+ *
+ * Everything runs on the event loop; the owner learns of changes through the callback and asks
+ * for the details when it needs them.
+ */
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <systemd/sd-event.h>
+
+#include "../basic/macro.h"
+#include "../basic/time-util.h"
+
+typedef struct Cluster Cluster;
+
+typedef enum ClusterState {
+        CLUSTER_WAITING,    /* no usable kubeconfig yet */
+        CLUSTER_CONNECTING, /* client made, first answers pending */
+        CLUSTER_CONNECTED,  /* the node's watch is synced */
+        CLUSTER_DEGRADED,   /* was connected; the API answers errors or nothing */
+        _CLUSTER_STATE_MAX,
+        _CLUSTER_STATE_INVALID = -EINVAL,
+} ClusterState;
+
+const char *cluster_state_to_string(ClusterState s);
+
+typedef struct ClusterConfig {
+        const char *node_name;
+        const char *kubeconfig;
+        const char *namespace; /* for Leases */
+        unsigned qps, burst;
+        usec_t lease_duration, renew_deadline, retry_period;
+        usec_t heartbeat_interval;
+} ClusterConfig;
+
+typedef struct ClusterCallbacks {
+        /* Something in cluster_status_json() changed (state, message, leadership). */
+        void (*changed)(Cluster *c, void *userdata);
+        /* This node became or stopped being the leader. */
+        void (*leading)(Cluster *c, bool leading, void *userdata);
+} ClusterCallbacks;
+
+int cluster_new(sd_event *e, const ClusterConfig *config, const ClusterCallbacks *cb, void *userdata,
+                Cluster **ret);
+Cluster *cluster_free(Cluster *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Cluster *, cluster_free);
+
+int cluster_start(Cluster *c);
+
+/* Clean shutdown: hands the leader Lease over if we hold it; done runs when that is finished
+ * (bounded by the renew deadline) or at once. */
+void cluster_shutdown(Cluster *c, void (*done)(void *userdata), void *userdata);
+
+ClusterState cluster_state(const Cluster *c);
+/* One line for people: what the connection is doing or waiting for. */
+const char *cluster_message(const Cluster *c);
+bool cluster_is_leader(const Cluster *c);
+
+int cluster_status_json(const Cluster *c, cJSON **ret);
