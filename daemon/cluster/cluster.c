@@ -10,6 +10,7 @@
 #include "../election/lease.h"
 #include "../informer/informer.h"
 #include "../kube/kube-client.h"
+#include "../kube/kube-events.h"
 #include "../kube/kubeconfig.h"
 #include "../log/log.h"
 #include "cluster.h"
@@ -34,6 +35,7 @@ struct Cluster {
 
         KubeCredentials *creds;
         KubeClient *client;
+        EventRecorder *events;
         Informer *node_informer;
         LeaseHeartbeat *heartbeat;
         LeaderElector *elector;
@@ -131,8 +133,10 @@ static void cluster_on_node_health(Informer *inf, int error, void *userdata) {
 static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
         Cluster *c = userdata;
 
-        (void) le;
         c->leading = true;
+        /* As client-go does, on the Lease: `kubectl get events -n <namespace>` shows who leads. */
+        event_recorder_emit(c->events, "coordination.k8s.io/v1", "Lease", leader_elector_lease(le),
+                            EVENT_NORMAL, "LeaderElection", "%s became leader", c->identity);
         if (c->cb.leading)
                 c->cb.leading(c, true, c->userdata);
         cluster_changed(c);
@@ -228,6 +232,9 @@ static int cluster_connect(Cluster *c) {
         r = kube_client_new(c->event, c->creds, &options, &c->client);
         if (r < 0)
                 return r;
+        r = event_recorder_new(c->client, "hwameid", c->node_name, &c->events);
+        if (r < 0)
+                return r;
 
         if (asprintf(&selector, "metadata.name=%s", c->node_name) < 0 ||
             asprintf(&heartbeat, "hwameid-node-%s", c->node_name) < 0 ||
@@ -282,6 +289,7 @@ static void cluster_disconnect(Cluster *c) {
         c->elector = leader_elector_free(c->elector);
         c->heartbeat = lease_heartbeat_free(c->heartbeat);
         c->node_informer = informer_free(c->node_informer);
+        c->events = event_recorder_free(c->events); /* before the client: it cancels its writes */
         c->client = kube_client_free(c->client);
         c->creds = kube_credentials_free(c->creds);
         c->identity = mfree(c->identity);

@@ -137,6 +137,10 @@ const char *leader_elector_identity(const LeaderElector *le) {
         return le->identity;
 }
 
+const cJSON *leader_elector_lease(const LeaderElector *le) {
+        return le->lease;
+}
+
 static void leader_arm(LeaderElector *le, usec_t when) {
         (void) sd_event_source_set_time(le->timer, when);
         (void) sd_event_source_set_enabled(le->timer, SD_EVENT_ONESHOT);

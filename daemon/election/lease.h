@@ -72,6 +72,8 @@ LeaderState leader_elector_state(const LeaderElector *le);
 /* The holder as last observed ("" when none), and our identity. */
 const char *leader_elector_holder(const LeaderElector *le);
 const char *leader_elector_identity(const LeaderElector *le);
+/* The Lease object as last written or seen (for Events about it), or NULL. */
+const cJSON *leader_elector_lease(const LeaderElector *le);
 
 /*
  * Stops leading and hands the lease over (empty holder). done runs when the release is written or

@@ -7,6 +7,10 @@
  *   kube-probe KUBECONFIG request METHOD PATH [BODY]    one request, then its outcome
  *   kube-probe KUBECONFIG inform PATH [FIELDSEL [LABELSEL]]
  *           an informer; every handler call as it happens; on SIGTERM the final cache and counters
+ *   kube-probe KUBECONFIG bump PATH LABEL
+ *           read-modify-write: sets label LABEL to one more than it was, retrying on conflicts
+ *   kube-probe KUBECONFIG event NAMESPACE POD MESSAGE COUNT
+ *           records the same Warning event about a pod COUNT times, then prints the recorder's counters
  *   kube-probe KUBECONFIG elect NAMESPACE NAME IDENTITY
  *           leader election (1 s / 0.6 s / 0.2 s); {"leading":…} on every change; SIGTERM releases
  */
@@ -21,6 +25,8 @@
 #include "election/lease.h"
 #include "informer/informer.h"
 #include "kube/kube-client.h"
+#include "kube/kube-events.h"
+#include "kube/kube-update.h"
 #include "kube/kubeconfig.h"
 #include "log/log.h"
 
@@ -101,6 +107,8 @@ static void print_informer_final(Informer *inf) {
         cJSON_AddNumberToObject(o, "relistsExpired", st->relists_expired);
         cJSON_AddNumberToObject(o, "errors", st->errors);
         cJSON_AddStringToObject(o, "rv", informer_resource_version(inf));
+        cJSON_AddNumberToObject(o, "objects", (double) kube_cache_size(informer_cache(inf)));
+        cJSON_AddNumberToObject(o, "cacheBytes", (double) kube_cache_memory(informer_cache(inf)));
         print_json(o);
 }
 
@@ -116,6 +124,51 @@ static void on_stopped(LeaderElector *le, void *userdata) {
 }
 static void on_released(void *userdata) {
         sd_event_exit(event, 0);
+}
+
+static EventRecorder *recorder;
+static KubeUpdate *update;
+static const char *bump_label;
+
+static int bump(cJSON *obj, void *userdata) {
+        cJSON *meta = cJSON_GetObjectItem(obj, "metadata"), *labels = cJSON_GetObjectItem(meta, "labels");
+        const char *old = json_get_string(labels, bump_label);
+        char value[32];
+
+        if (!labels)
+                labels = cJSON_AddObjectToObject(meta, "labels");
+        snprintf(value, sizeof(value), "%d", old ? atoi(old) + 1 : 1);
+        cJSON_DeleteItemFromObject(labels, bump_label);
+        return cJSON_AddStringToObject(labels, bump_label, value) ? 0 : -ENOMEM;
+}
+
+static void on_bumped(KubeRequest *req, KubeResponse *resp, void *userdata) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddNumberToObject(o, "attempts", kube_update_attempts(update));
+        update = NULL;
+        cJSON_AddNumberToObject(o, "error", resp->error);
+        if (resp->message)
+                cJSON_AddStringToObject(o, "message", resp->message);
+        print_json(o);
+        sd_event_exit(event, 0);
+}
+
+static int on_events_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        const EventRecorderStats *st = event_recorder_stats(recorder);
+        cJSON *o;
+
+        if (st->pending > 0) {
+                (void) sd_event_source_set_time_relative(s, 20 * USEC_PER_MSEC);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "created", st->created);
+        cJSON_AddNumberToObject(o, "updated", st->updated);
+        cJSON_AddNumberToObject(o, "dropped", st->dropped);
+        cJSON_AddNumberToObject(o, "failed", st->failed);
+        print_json(o);
+        return sd_event_exit(event, 0);
 }
 
 static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -203,6 +256,25 @@ int main(int argc, char *argv[]) {
                 if (r >= 0)
                         r = informer_start(inf);
                 sd_event_add_signal(event, NULL, SIGTERM, on_sigterm, NULL);
+        } else if (streq(argv[2], "bump") && argc >= 5) {
+                bump_label = argv[4];
+                r = kube_update(client, argv[3], false, bump, on_bumped, NULL, &update);
+                sd_event_add_signal(event, NULL, SIGTERM, on_sigterm, NULL);
+        } else if (streq(argv[2], "event") && argc >= 7) {
+                _cleanup_json_ cJSON *pod = cJSON_Parse("{\"metadata\":{}}");
+                cJSON *meta = cJSON_GetObjectItem(pod, "metadata");
+                unsigned count = (unsigned) atoi(argv[6]);
+
+                cJSON_AddStringToObject(meta, "namespace", argv[3]);
+                cJSON_AddStringToObject(meta, "name", argv[4]);
+                r = event_recorder_new(client, "hwameid", "probe-node", &recorder);
+                for (unsigned i = 0; r >= 0 && i < count; i++)
+                        event_recorder_emit(recorder, "v1", "Pod", pod, EVENT_WARNING, "ProbeTest", "%s",
+                                            argv[5]);
+                if (r >= 0)
+                        r = sd_event_add_time_relative(event, NULL, CLOCK_MONOTONIC, 20 * USEC_PER_MSEC, 0,
+                                                       on_events_check, NULL);
+                sd_event_add_signal(event, NULL, SIGTERM, on_sigterm, NULL);
         } else if (streq(argv[2], "elect") && argc >= 6) {
                 static const LeaderElectorCallbacks cb = { .started_leading = on_leading,
                                                            .stopped_leading = on_stopped };
@@ -230,6 +302,7 @@ int main(int argc, char *argv[]) {
         if (inf)
                 print_informer_final(inf);
         le = leader_elector_free(le);
+        recorder = event_recorder_free(recorder);
         inf = informer_free(inf);
         client = kube_client_free(client);
         sd_event_unref(event);

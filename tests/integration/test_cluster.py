@@ -122,6 +122,19 @@ def test_one_leader_among_three_and_failover_after_sigkill(standin, trio):
     assert sample_single_leader(followers, 1) > 10
     lease = standin.api("GET", f"{LEASES}/hwameid-controller")["spec"]
     assert lease["leaseTransitions"] >= 1
+    # Each new leader says so in an Event on the Lease, as client-go's elector does.
+    deadline = time.monotonic() + 5
+    while True:
+        events = [e for e in standin.api("GET", f"/api/v1/namespaces/{NS}/events")["items"]
+                  if e["reason"] == "LeaderElection"]
+        messages = {e["message"] for e in events}
+        if f"{new.status()['cluster']['leader']['identity']} became leader" in messages:
+            break
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.1)
+    assert f"{holder} became leader" in messages
+    assert all(e["involvedObject"]["kind"] == "Lease" and e["involvedObject"]["name"] == "hwameid-controller"
+               for e in events)
 
 
 def test_sigterm_of_the_leader_hands_over_at_once(standin, trio):

@@ -218,3 +218,54 @@ def test_unreachable_server_and_wrong_ca_are_transport_errors(standin, tmp_path)
     r = probe(wrong, "request", "GET", "/version")
     assert r["errno"] == "EPROTO", r
     assert "certificate" in r["message"].lower()
+
+
+def test_repeated_events_become_one_event_with_a_count(standin):
+    r = probe(standin.kubeconfig, "event", "default", "mysql-0", "Volume pvc-1 is being moved", "5")
+    assert r["failed"] == 0 and r["dropped"] == 0 and r["created"] == 1
+    events = [e for e in standin.api("GET", "/api/v1/namespaces/default/events")["items"]
+              if e["reason"] == "ProbeTest"]
+    assert len(events) == 1, events
+    e = events[0]
+    assert e["count"] == 5 and e["type"] == "Warning" and e["message"] == "Volume pvc-1 is being moved"
+    assert e["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "name": "mysql-0", "namespace": "default"}
+    assert e["source"] == {"component": "hwameid", "host": "probe-node"}
+    # Another message is another Event; kubectl shows both.
+    probe(standin.kubeconfig, "event", "default", "mysql-0", "Volume pvc-1 moved", "1")
+    out = standin.kubectl("get", "events", "-n", "default").stdout
+    assert "Volume pvc-1 is being moved" in out and "Volume pvc-1 moved" in out
+
+
+def test_event_flood_about_one_object_is_rate_limited(standin):
+    # Distinct messages defeat deduplication; the per-object bucket (burst 25) stops the flood.
+    for i in range(3):
+        probe(standin.kubeconfig, "event", "default", f"calm-{i}", "ok", "1")
+    r = subprocess.run([str(KUBE_PROBE), standin.kubeconfig, "event", "default", "noisy", "same", "40"],
+                       capture_output=True, text=True, timeout=60)
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last["dropped"] == 40 - 25 and last["failed"] == 0
+
+
+def test_stale_update_gets_conflict_and_is_retried_from_a_fresh_read(standin):
+    standin.api("POST", LVS, lv("pvc-bump"), expect=201)
+    standin.api("PATCH", f"{LVS}/pvc-bump", {"metadata": {"labels": {"n": "10"}}},
+                ctype="application/merge-patch+json", expect=200)
+    # Hold the probe's first PUT at the server while someone else writes the object.
+    standin.admin("POST", "/faults", {"type": "latency", "seconds": 1.5, "count": 1, "method": "PUT",
+                                      "path": "pvc-bump"})
+    p = subprocess.Popen([str(KUBE_PROBE), standin.kubeconfig, "bump", f"{LVS}/pvc-bump", "n"],
+                         stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not any(e["method"] == "GET" and e["path"].endswith("pvc-bump") and e.get("userAgent", "").startswith("hwameid")
+                  for e in standin.requests_log()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    standin.api("PATCH", f"{LVS}/pvc-bump", {"metadata": {"labels": {"n": "20"}}},
+                ctype="application/merge-patch+json", expect=200)
+    out, _ = p.communicate(timeout=30)
+    r = json.loads(out.splitlines()[-1])
+    assert r == {"attempts": 2, "error": 0}, r
+    # The write was computed from the fresh read (20), not from the stale one (10).
+    assert standin.api("GET", f"{LVS}/pvc-bump")["metadata"]["labels"]["n"] == "21"
+    puts = [e["code"] for e in standin.requests_log() if e["method"] == "PUT" and e["path"].endswith("pvc-bump")]
+    assert puts == [409, 200], puts
