@@ -167,6 +167,12 @@ check-integration: all
 check-standin:
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/standin
 
+# The Kubernetes layer's benchmark: prints "bench: NAME VALUE UNIT" lines and a table with the
+# targets; asserts nothing about time. BENCH_ARGS="--idle-seconds 60 --objects 2000" is quicker.
+.PHONY: bench-kube
+bench-kube: all
+	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) tests/bench/bench_kube.py $(BENCH_ARGS)
+
 .PHONY: format
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')

@@ -216,11 +216,19 @@ static void leader_on_acquire(KubeRequest *req, KubeResponse *resp, void *userda
         (void) req;
         le->request = NULL;
         if (resp->error < 0) {
+                _cleanup_json_ cJSON *current = NULL;
+
                 log_debug("Lease %s/%s: acquire failed: %s", le->ns, le->name, resp->message);
                 leader_set_state(le, LEADER_FOLLOWING);
-                /* A conflict means someone else wrote: the watch brings the news. Retry anyway after
-                 * a period, in case it does not. */
-                leader_arm(le, now(CLOCK_MONOTONIC) + le->retry_period);
+                /* Someone else wrote it. The watch events that came while our write was in flight
+                 * were not taken (our write was the reference then): catch up from the informer's
+                 * cache, which has them, and decide again from there. */
+                if (kube_cache_get(informer_cache(le->informer), le->ns, le->name, &current) > 0) {
+                        leader_observe(le, current);
+                        leader_keep(le, &current);
+                        follower_schedule(le);
+                } else
+                        leader_arm(le, now(CLOCK_MONOTONIC) + le->retry_period);
                 return;
         }
         leader_observe(le, resp->body);
@@ -438,8 +446,9 @@ int leader_elector_new(KubeClient *client, const LeaderElectorConfig *config,
                          &handlers, le, &le->informer);
         if (r < 0)
                 return r;
-        r = sd_event_add_time(kube_client_event(client), &le->timer, CLOCK_MONOTONIC, USEC_INFINITY, 0,
-                              leader_on_timer, le);
+        /* Renewals keep the configured period: sd-event's default accuracy (250 ms) would not. */
+        r = sd_event_add_time(kube_client_event(client), &le->timer, CLOCK_MONOTONIC, USEC_INFINITY,
+                              USEC_PER_MSEC, leader_on_timer, le);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(le->timer, "leader-election");

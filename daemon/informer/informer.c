@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -251,6 +252,8 @@ static void informer_on_list(KubeRequest *req, KubeResponse *resp, void *userdat
         informer_set_rv(inf, json_get_string(meta, "resourceVersion"));
         inf->relist_from_scratch = false;
         inf->synced = true;
+        /* Parsing the pages left much freed memory behind; give it back. */
+        (void) malloc_trim(0);
         informer_healthy(inf);
         if (inf->handlers.synced)
                 inf->handlers.synced(inf, inf->userdata);

@@ -220,3 +220,22 @@ def test_rotated_token_is_picked_up_after_401(standin, make_daemon, tmp_path):
         assert time.monotonic() < deadline, d.status()["cluster"]
         time.sleep(0.1)
     assert d.stop() == 0
+
+
+def test_candidate_that_loses_the_create_race_learns_the_holder_at_once(standin, make_daemon):
+    # Both candidates find no Lease and create it at the same moment; the loser's 409 must make it
+    # follow the winner, not create again and again.
+    standin.admin("POST", "/faults", {"type": "latency", "seconds": 0.5, "count": 2, "method": "POST",
+                                      "path": "leases$"})
+    ds = [connect(make_daemon(f"r{i}"), standin, node_name=f"race-{i}", extra=FAST).start() for i in range(2)]
+    leader, _ = wait_for_leader(ds, 10)
+    loser = next(d for d in ds if d is not leader)
+    identity = leader.status()["cluster"]["leader"]["identity"]
+    deadline = time.monotonic() + 2
+    while loser.status()["cluster"]["leader"]["holder"] != identity:
+        assert time.monotonic() < deadline, loser.status()["cluster"]["leader"]
+        time.sleep(0.05)
+    time.sleep(1.5)  # three retry periods: a confused loser would POST again in that time
+    posts = [e for e in standin.requests_log() if e["method"] == "POST" and e["path"].endswith("/leases")
+             and e["code"] == 409]
+    assert len(posts) <= 2, posts  # the create race itself, and at most a heartbeat-free retry
