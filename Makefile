@@ -24,7 +24,7 @@ Q := @
 endif
 PYTHON := /usr/bin/python3
 PKG_CONFIG ?= pkg-config
-PKGS := libsystemd libcjson libcurl yaml-0.1
+PKGS := libsystemd libcjson libcurl yaml-0.1 blkid
 
 ifeq ($(ASAN)$(UBSAN),)
 BUILDDIR ?= build
@@ -58,7 +58,8 @@ ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(SANFLAGS) $(LDFLAGS)
 ifeq ($(ASAN)$(UBSAN),)
 ALL_LDFLAGS += -Wl,-z,defs
 endif
-LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+# liblvm2cmd has no pkg-config file.
+LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -llvm2cmd
 
 # Every module of the daemon goes into one static library; main.c is the only file outside it,
 # so that unit tests and fuzzers link exactly the code that ships.

@@ -35,6 +35,7 @@
 #include "log/log.h"
 #include "manager.h"
 #include "notify.h"
+#include "pool/storage.h"
 
 /* A stop that waits for the API (lease hand-over) ends after this, whatever happens. */
 #define MANAGER_STOP_TIMEOUT (5 * USEC_PER_SEC)
@@ -55,6 +56,10 @@ struct Manager {
 
         Cluster *cluster;
         sd_event_source *stop_timer;
+
+        Storage *storage;
+        sd_event_source *storage_timer;
+        bool storage_refreshing;
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -123,6 +128,70 @@ static void manager_on_leading(Cluster *c, bool leading, void *userdata) {
                            "This node no longer leads the cluster controllers.");
 }
 
+static void manager_on_storage_changed(Storage *s, void *userdata) {
+        Manager *m = userdata;
+
+        (void) s;
+        if (m->cluster)
+                cluster_storage_changed(m->cluster);
+}
+
+static void manager_on_storage_refreshed(int error, const char *message, void *userdata) {
+        Manager *m = userdata;
+
+        m->storage_refreshing = false;
+        if (error < 0)
+                log_ratelimit_errno(LOG_WARNING, error, 10 * USEC_PER_MINUTE, 2,
+                                    "Refreshing the pools failed: %s", strna(message));
+}
+
+static int manager_on_storage_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (!m->storage_refreshing) {
+                r = storage_refresh(m->storage, manager_on_storage_refreshed, m);
+                if (r >= 0)
+                        m->storage_refreshing = true;
+        }
+        return sd_event_source_set_time(s, usec + m->config.storage_refresh);
+}
+
+/* The node's pools: created at start, looked at again every RefreshInterval. */
+static int manager_storage_start(Manager *m) {
+        const StorageConfig sc = {
+                .backend = storage_backend_from_string(m->config.storage_backend),
+                .lvm_activation = m->config.lvm_activation >= 0 ? m->config.lvm_activation
+                                                                : access("/dev/mapper/control", F_OK) >= 0,
+                .disks = m->config.disks,
+                .disk_classes = m->config.disk_classes,
+                .lvm_system_dir = m->config.lvm_directory,
+                .lvm_run_dir = m->config.lvm_directory,
+                .file_dir = m->config.file_directory,
+                .file_capacity = m->config.file_pool_capacity,
+                .file_classes = m->config.file_pool_classes,
+        };
+        int r;
+
+        r = storage_new(m->event, &sc, manager_on_storage_changed, m, &m->storage);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the %s storage backend: %m",
+                                       m->config.storage_backend);
+        log_info(
+                "Storage backend %s%s.", m->config.storage_backend,
+                sc.backend == STORAGE_BACKEND_LVM
+                        ? (sc.lvm_activation ? " with activation" : " without activation (no device-mapper)")
+                        : "");
+
+        r = sd_event_add_time_relative(m->event, &m->storage_timer, CLOCK_MONOTONIC, 0, 0,
+                                       manager_on_storage_timer, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(m->storage_timer, SD_EVENT_ON);
+        (void) sd_event_source_set_description(m->storage_timer, "storage-refresh");
+        return 0;
+}
+
 /* (Re)creates the cluster connection from the configuration; it starts trying at once. */
 static int manager_cluster_start(Manager *m) {
         static const ClusterCallbacks callbacks = {
@@ -139,6 +208,8 @@ static int manager_cluster_start(Manager *m) {
                 .renew_deadline = m->config.renew_deadline,
                 .retry_period = m->config.retry_period,
                 .heartbeat_interval = m->config.heartbeat_interval,
+                .storage = m->storage,
+                .storage_ip = m->config.storage_ip,
         };
         int r;
 
@@ -342,6 +413,8 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         control_server_free(m->control);
         cluster_free(m->cluster);
+        sd_event_source_disable_unref(m->storage_timer);
+        storage_free(m->storage);
         sd_event_source_disable_unref(m->stop_timer);
         sd_event_source_disable_unref(m->watchdog_source);
         sd_event_source_disable_unref(m->sigterm_source);
@@ -362,6 +435,10 @@ int manager_start(Manager *m) {
                    m->config.node_name);
 
         r = manager_bind_control(m);
+        if (r < 0)
+                return r;
+
+        r = manager_storage_start(m);
         if (r < 0)
                 return r;
 
@@ -390,6 +467,48 @@ int manager_run(Manager *m) {
 
         log_struct(LOG_INFO, HWAMEID_MESSAGE_STOPPED, "hwameid stopped.");
         return r;
+}
+
+static int manager_storage_json(Manager *m, cJSON *parent) {
+        const StorageSnapshot *snap = m->storage ? storage_snapshot(m->storage) : NULL;
+        cJSON *st = cJSON_AddObjectToObject(parent, "storage"), *pools, *disks;
+
+        if (!st || !cJSON_AddStringToObject(st, "backend", m->config.storage_backend))
+                return -ENOMEM;
+        pools = cJSON_AddArrayToObject(st, "pools");
+        disks = cJSON_AddArrayToObject(st, "disks");
+        if (!pools || !disks)
+                return -ENOMEM;
+        for (size_t i = 0; snap && i < snap->n_pools; i++) {
+                const StoragePool *p = &snap->pools[i];
+                cJSON *o = cJSON_CreateObject();
+
+                if (!o)
+                        return -ENOMEM;
+                cJSON_AddItemToArray(pools, o);
+                if (!cJSON_AddStringToObject(o, "name", p->name) ||
+                    !cJSON_AddStringToObject(o, "class", disk_class_to_string(p->class)) ||
+                    !cJSON_AddNumberToObject(o, "totalBytes", (double) p->total) ||
+                    !cJSON_AddNumberToObject(o, "freeBytes", (double) p->free) ||
+                    !cJSON_AddNumberToObject(o, "volumes", p->volume_count) ||
+                    !cJSON_AddBoolToObject(o, "offline", p->offline))
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; snap && i < snap->n_disks; i++) {
+                const StorageDisk *d = &snap->disks[i];
+                cJSON *o = cJSON_CreateObject();
+
+                if (!o)
+                        return -ENOMEM;
+                cJSON_AddItemToArray(disks, o);
+                if (!cJSON_AddStringToObject(o, "devPath", d->dev_path) ||
+                    !cJSON_AddStringToObject(o, "state", storage_disk_state_to_string(d->state)) ||
+                    !cJSON_AddNumberToObject(o, "capacityBytes", (double) d->capacity) ||
+                    !(d->pool ? cJSON_AddStringToObject(o, "pool", d->pool)
+                              : cJSON_AddNullToObject(o, "pool")))
+                        return -ENOMEM;
+        }
+        return 0;
 }
 
 int manager_status_json(Manager *m, cJSON **ret) {
@@ -424,6 +543,7 @@ int manager_status_json(Manager *m, cJSON **ret) {
                                    : cJSON_AddNullToObject(o, "lastReloadError"));
         ok = ok && cJSON_AddStringToObject(o, "logLevel", log_level_to_string(log_get_max_level()));
         ok = ok && cJSON_AddStringToObject(o, "controlSocket", control_server_path(m->control));
+        ok = ok && manager_storage_json(m, o) >= 0;
         if (!ok)
                 return -ENOMEM;
         cJSON_AddItemToObject(o, "cluster", TAKE_PTR(cluster));

@@ -268,3 +268,10 @@ char *strv_join(char *const *l, const char *separator) {
         s[off] = '\0';
         return s;
 }
+
+bool strv_contains(char *const *l, const char *s) {
+        for (size_t i = 0; l && l[i]; i++)
+                if (streq(l[i], s))
+                        return true;
+        return false;
+}

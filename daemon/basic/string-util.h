@@ -47,6 +47,7 @@ int parse_size(const char *s, uint64_t *ret);
 /* "1.5G", "512M": bytes formatted for people, base 1024. buf needs FORMAT_BYTES_MAX. */
 #define FORMAT_BYTES_MAX 16
 char *format_bytes(char *buf, size_t len, uint64_t bytes);
+#define FORMAT_BYTES(b) format_bytes((char[FORMAT_BYTES_MAX]){}, FORMAT_BYTES_MAX, (b))
 
 /* NULL-terminated string vectors. */
 size_t strv_length(char *const *l);
@@ -57,5 +58,6 @@ int strv_split(const char *s, const char *separators, char ***ret);
 char **strv_free(char **l);
 char **strv_copy(char *const *l);
 bool strv_equal(char *const *a, char *const *b);
+bool strv_contains(char *const *l, const char *s);
 /* Joins with separator into a new string. */
 char *strv_join(char *const *l, const char *separator);

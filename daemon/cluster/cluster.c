@@ -13,6 +13,8 @@
 #include "../kube/kube-events.h"
 #include "../kube/kubeconfig.h"
 #include "../log/log.h"
+#include "../node/lsn.h"
+#include "../node/replica.h"
 #include "cluster.h"
 
 #define CLUSTER_RETRY_MIN (1 * USEC_PER_SEC)
@@ -23,7 +25,7 @@
 
 struct Cluster {
         sd_event *event;
-        char *node_name, *kubeconfig, *namespace;
+        char *node_name, *kubeconfig, *namespace, *storage_ip;
         ClusterConfig config; /* strings point at the copies above */
         ClusterCallbacks cb;
         void *userdata;
@@ -39,6 +41,8 @@ struct Cluster {
         Informer *node_informer;
         LeaseHeartbeat *heartbeat;
         LeaderElector *elector;
+        LsnWriter *lsn;
+        ReplicaController *replicas;
         char *identity;
         bool node_registered, leading;
 };
@@ -97,12 +101,24 @@ static void cluster_update_connected(Cluster *c) {
                             c->node_registered ? "is registered" : "is not registered (yet)");
 }
 
+static void cluster_update_storage_ip(Cluster *c) {
+        if (c->lsn && !c->storage_ip && !isempty(kube_client_local_ip(c->client)))
+                lsn_writer_set_storage_ip(c->lsn, kube_client_local_ip(c->client));
+}
+
 static void cluster_on_node_added(Informer *inf, const cJSON *obj, void *userdata) {
         Cluster *c = userdata;
 
-        (void) inf, (void) obj;
+        (void) inf;
         c->node_registered = true;
+        if (c->lsn)
+                lsn_writer_set_node(c->lsn, obj);
         cluster_update_connected(c);
+}
+
+static void cluster_on_node_updated(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
+        (void) old;
+        cluster_on_node_added(inf, obj, userdata);
 }
 
 static void cluster_on_node_deleted(Informer *inf, const cJSON *obj, void *userdata) {
@@ -114,8 +130,11 @@ static void cluster_on_node_deleted(Informer *inf, const cJSON *obj, void *userd
 }
 
 static void cluster_on_node_synced(Informer *inf, void *userdata) {
+        Cluster *c = userdata;
+
         (void) inf;
-        cluster_update_connected(userdata);
+        cluster_update_storage_ip(c);
+        cluster_update_connected(c);
 }
 
 static void cluster_refresh_credentials(Cluster *c);
@@ -206,6 +225,7 @@ static int cluster_on_refresh(sd_event_source *s, uint64_t usec, void *userdata)
 static int cluster_connect(Cluster *c) {
         static const InformerHandlers node_handlers = {
                 .added = cluster_on_node_added,
+                .updated = cluster_on_node_updated,
                 .deleted = cluster_on_node_deleted,
                 .synced = cluster_on_node_synced,
                 .health = cluster_on_node_health,
@@ -264,7 +284,23 @@ static int cluster_connect(Cluster *c) {
         if (r < 0)
                 return r;
 
+        if (c->config.storage) {
+                r = lsn_writer_new(c->client, c->config.storage,
+                                   &(LsnConfig){ .node_name = c->node_name, .storage_ip = c->storage_ip },
+                                   &c->lsn);
+                if (r < 0)
+                        return r;
+                r = replica_controller_new(c->client, c->config.storage, c->events, c->node_name,
+                                           &c->replicas);
+                if (r < 0)
+                        return r;
+        }
+
         r = informer_start(c->node_informer);
+        if (r >= 0 && c->lsn)
+                r = lsn_writer_start(c->lsn);
+        if (r >= 0 && c->replicas)
+                r = replica_controller_start(c->replicas);
         if (r >= 0)
                 r = lease_heartbeat_start(c->heartbeat);
         if (r >= 0)
@@ -286,6 +322,8 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->replicas = replica_controller_free(c->replicas);
+        c->lsn = lsn_writer_free(c->lsn);
         c->elector = leader_elector_free(c->elector);
         c->heartbeat = lease_heartbeat_free(c->heartbeat);
         c->node_informer = informer_free(c->node_informer);
@@ -345,7 +383,9 @@ int cluster_new(sd_event *e, const ClusterConfig *config, const ClusterCallbacks
         c->node_name = strdup(config->node_name);
         c->kubeconfig = strdup(config->kubeconfig);
         c->namespace = strdup(config->namespace);
-        if (!c->node_name || !c->kubeconfig || !c->namespace)
+        c->storage_ip = isempty(config->storage_ip) ? NULL : strdup(config->storage_ip);
+        if (!c->node_name || !c->kubeconfig || !c->namespace ||
+            (!isempty(config->storage_ip) && !c->storage_ip))
                 return -ENOMEM;
         c->config.node_name = c->node_name;
         c->config.kubeconfig = c->kubeconfig;
@@ -374,6 +414,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->node_name);
         free(c->kubeconfig);
         free(c->namespace);
+        free(c->storage_ip);
         free(c);
         return NULL;
 }
@@ -393,6 +434,13 @@ void cluster_shutdown(Cluster *c, void (*done)(void *userdata), void *userdata) 
         }
         if (done)
                 done(userdata);
+}
+
+void cluster_storage_changed(Cluster *c) {
+        if (c->lsn)
+                lsn_writer_sync(c->lsn);
+        if (c->replicas)
+                replica_controller_storage_changed(c->replicas);
 }
 
 ClusterState cluster_state(const Cluster *c) {

@@ -17,6 +17,7 @@
 
 #include "../basic/macro.h"
 #include "../basic/time-util.h"
+#include "../pool/storage.h"
 
 typedef struct Cluster Cluster;
 
@@ -38,6 +39,8 @@ typedef struct ClusterConfig {
         unsigned qps, burst;
         usec_t lease_duration, renew_deadline, retry_period;
         usec_t heartbeat_interval;
+        Storage *storage;       /* the node's storage, for its LocalStorageNode and replicas */
+        const char *storage_ip; /* NULL: the address the API server is reached from */
 } ClusterConfig;
 
 typedef struct ClusterCallbacks {
@@ -64,3 +67,6 @@ const char *cluster_message(const Cluster *c);
 bool cluster_is_leader(const Cluster *c);
 
 int cluster_status_json(const Cluster *c, cJSON **ret);
+
+/* The storage snapshot changed: the LocalStorageNode and replicas follow. */
+void cluster_storage_changed(Cluster *c);

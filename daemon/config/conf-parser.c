@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "../basic/string-util.h"
@@ -341,5 +342,49 @@ int config_dump_strv(FILE *f, const void *field) {
 
         for (size_t i = 0; l && l[i]; i++)
                 fprintf(f, "%s%s", i > 0 ? " " : "", l[i]);
+        return 0;
+}
+
+int config_parse_tristate(const char *file, unsigned line, const char *section, const char *key,
+                          const char *value, void *field) {
+        int b;
+
+        (void) section;
+        if (strcasecmp(value, "auto") == 0) {
+                *(int *) field = -1;
+                return 0;
+        }
+        b = parse_boolean(value);
+        if (b < 0)
+                return config_log_syntax(file, line, b, "%s= expects yes, no or auto, got '%s'.", key,
+                                         value);
+        *(int *) field = b;
+        return 0;
+}
+
+int config_dump_tristate(FILE *f, const void *field) {
+        int v = *(const int *) field;
+
+        fputs(v < 0 ? "auto" : v ? "yes" : "no", f);
+        return 0;
+}
+
+int config_parse_size(const char *file, unsigned line, const char *section, const char *key,
+                      const char *value, void *field) {
+        uint64_t v;
+        int r;
+
+        (void) section;
+        r = parse_size(value, &v);
+        if (r < 0)
+                return config_log_syntax(
+                        file, line, r, "%s= expects a size such as '10G' or '512M', got '%s'.", key, value);
+        *(uint64_t *) field = v;
+        return 0;
+}
+
+int config_dump_size(FILE *f, const void *field) {
+        /* Exact, so that the dump reads back to the same number. */
+        fprintf(f, "%llu", (unsigned long long) *(const uint64_t *) field);
         return 0;
 }

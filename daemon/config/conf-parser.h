@@ -57,6 +57,12 @@ int config_parse_log_level(const char *file, unsigned line, const char *section,
                            const char *value, void *field);
 int config_parse_strv(const char *file, unsigned line, const char *section, const char *key,
                       const char *value, void *field);
+/* yes/no/auto into an int: 1, 0, -1. */
+int config_parse_tristate(const char *file, unsigned line, const char *section, const char *key,
+                          const char *value, void *field);
+/* "10G", "512M", bytes into a uint64_t. */
+int config_parse_size(const char *file, unsigned line, const char *section, const char *key,
+                      const char *value, void *field);
 
 int config_dump_string(FILE *f, const void *field);
 int config_dump_bool(FILE *f, const void *field);
@@ -64,3 +70,5 @@ int config_dump_sec(FILE *f, const void *field);
 int config_dump_unsigned(FILE *f, const void *field);
 int config_dump_log_level(FILE *f, const void *field);
 int config_dump_strv(FILE *f, const void *field);
+int config_dump_tristate(FILE *f, const void *field);
+int config_dump_size(FILE *f, const void *field);

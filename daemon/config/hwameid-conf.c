@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -42,8 +45,62 @@ static int config_parse_namespace(const char *file, unsigned line, const char *s
         return config_parse_string(file, line, section, key, value, field);
 }
 
+static int config_parse_backend(const char *file, unsigned line, const char *section, const char *key,
+                                const char *value, void *field) {
+        if (!streq(value, "lvm") && !streq(value, "file"))
+                return config_log_syntax(file, line, EINVAL, "%s= expects 'lvm' or 'file', got '%s'.", key,
+                                         value);
+        return config_parse_string(file, line, section, key, value, field);
+}
+
+static int config_parse_classes(const char *file, unsigned line, const char *section, const char *key,
+                                const char *value, void *field) {
+        _cleanup_strv_free_ char **words = NULL;
+
+        if (strv_split(value, " \t", &words) < 0)
+                return log_oom();
+        for (char **w = words; *w; w++) {
+                const char *c = strchr(*w, '=') ? strchr(*w, '=') + 1 : *w;
+                if (strcasecmp(c, "HDD") != 0 && strcasecmp(c, "SSD") != 0 && strcasecmp(c, "NVMe") != 0)
+                        return config_log_syntax(file, line, EINVAL,
+                                                 "%s= expects the classes HDD, SSD or NVMe, got '%s'.", key,
+                                                 *w);
+                if (c != *w && (c - 1 == *w || (*w)[0] != '/'))
+                        return config_log_syntax(
+                                file, line, EINVAL,
+                                "%s= expects PATTERN=CLASS with an absolute device pattern, got '%s'.", key,
+                                *w);
+        }
+        return config_parse_strv(file, line, section, key, value, field);
+}
+
+static int config_parse_disks(const char *file, unsigned line, const char *section, const char *key,
+                              const char *value, void *field) {
+        _cleanup_strv_free_ char **words = NULL;
+
+        if (strv_split(value, " \t", &words) < 0)
+                return log_oom();
+        for (char **w = words; *w; w++)
+                if (!startswith(*w, "/dev/"))
+                        return config_log_syntax(file, line, EINVAL,
+                                                 "%s= expects device patterns under /dev/, got '%s'.", key,
+                                                 *w);
+        return config_parse_strv(file, line, section, key, value, field);
+}
+
+static int config_parse_ip(const char *file, unsigned line, const char *section, const char *key,
+                           const char *value, void *field) {
+        unsigned char buf[16];
+
+        if (!isempty(value) && inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1)
+                return config_log_syntax(file, line, EINVAL,
+                                         "%s= expects an IPv4 or IPv6 address, got '%s'.", key, value);
+        return config_parse_string(file, line, section, key, value, field);
+}
+
 static const ConfigItem config_items[] = {
         { "Node", "Name", config_parse_node_name, config_dump_string, offsetof(Config, node_name) },
+        { "Node", "StorageIP", config_parse_ip, config_dump_string, offsetof(Config, storage_ip) },
         { "Node", "HeartbeatInterval", config_parse_sec, config_dump_sec,
           offsetof(Config, heartbeat_interval) },
         { "Kubernetes", "Kubeconfig", config_parse_path, config_dump_string, offsetof(Config, kubeconfig) },
@@ -57,6 +114,22 @@ static const ConfigItem config_items[] = {
           offsetof(Config, renew_deadline) },
         { "LeaderElection", "RetryPeriod", config_parse_sec, config_dump_sec,
           offsetof(Config, retry_period) },
+        { "Storage", "Backend", config_parse_backend, config_dump_string,
+          offsetof(Config, storage_backend) },
+        { "Storage", "Disks", config_parse_disks, config_dump_strv, offsetof(Config, disks) },
+        { "Storage", "DiskClasses", config_parse_classes, config_dump_strv, offsetof(Config, disk_classes) },
+        { "Storage", "LVMActivation", config_parse_tristate, config_dump_tristate,
+          offsetof(Config, lvm_activation) },
+        { "Storage", "LVMDirectory", config_parse_path, config_dump_string,
+          offsetof(Config, lvm_directory) },
+        { "Storage", "FileDirectory", config_parse_path, config_dump_string,
+          offsetof(Config, file_directory) },
+        { "Storage", "FilePoolCapacity", config_parse_size, config_dump_size,
+          offsetof(Config, file_pool_capacity) },
+        { "Storage", "FilePoolClasses", config_parse_classes, config_dump_strv,
+          offsetof(Config, file_pool_classes) },
+        { "Storage", "RefreshInterval", config_parse_sec, config_dump_sec,
+          offsetof(Config, storage_refresh) },
         { "Control", "Socket", config_parse_path, config_dump_string, offsetof(Config, control_socket) },
         { "Log", "Level", config_parse_log_level, config_dump_log_level, offsetof(Config, log_level) },
 };
@@ -90,6 +163,9 @@ int config_init(Config *c) {
                 .lease_duration = 15 * USEC_PER_SEC,
                 .renew_deadline = 10 * USEC_PER_SEC,
                 .retry_period = 2 * USEC_PER_SEC,
+                .lvm_activation = -1,
+                .file_pool_capacity = 10ULL << 30,
+                .storage_refresh = 5 * USEC_PER_MINUTE,
         };
 
         r = default_node_name(&c->node_name);
@@ -98,7 +174,11 @@ int config_init(Config *c) {
         c->kubeconfig = strdup(DEFAULT_KUBECONFIG);
         c->namespace = strdup(DEFAULT_NAMESPACE);
         c->control_socket = strdup(DEFAULT_CONTROL_SOCKET);
-        if (!c->kubeconfig || !c->namespace || !c->control_socket) {
+        c->storage_backend = strdup("file");
+        c->lvm_directory = strdup("/run/hwameid/lvm");
+        c->file_directory = strdup("/var/lib/hwameid/pools");
+        if (!c->kubeconfig || !c->namespace || !c->control_socket || !c->storage_backend ||
+            !c->lvm_directory || !c->file_directory) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -112,6 +192,13 @@ void config_done(Config *c) {
         free(c->kubeconfig);
         free(c->namespace);
         free(c->control_socket);
+        free(c->storage_ip);
+        free(c->storage_backend);
+        strv_free(c->disks);
+        strv_free(c->disk_classes);
+        free(c->lvm_directory);
+        free(c->file_directory);
+        strv_free(c->file_pool_classes);
         *c = (Config){};
 }
 
@@ -121,6 +208,17 @@ static int config_validate(const Config *c, const char *path) {
                 return config_log_syntax(path, 0, EINVAL, "[Node] Name= must not be empty.");
         if (isempty(c->kubeconfig))
                 return config_log_syntax(path, 0, EINVAL, "[Kubernetes] Kubeconfig= must not be empty.");
+        if (isempty(c->storage_backend) || isempty(c->lvm_directory) || isempty(c->file_directory))
+                return config_log_syntax(
+                        path, 0, EINVAL,
+                        "[Storage] Backend=, LVMDirectory= and FileDirectory= must not be empty.");
+        if (streq(c->storage_backend, "file") &&
+            (strv_length(c->file_pool_classes) == 0 || c->file_pool_capacity < (64ULL << 20)))
+                return config_log_syntax(path, 0, EINVAL,
+                                         "[Storage] the file backend needs FilePoolClasses= and a "
+                                         "FilePoolCapacity= of at least 64M.");
+        if (c->storage_refresh < USEC_PER_SEC)
+                return config_log_syntax(path, 0, EINVAL, "[Storage] RefreshInterval= must be at least 1s.");
         if (isempty(c->namespace))
                 return config_log_syntax(path, 0, EINVAL, "[Kubernetes] Namespace= must not be empty.");
         if (c->qps == 0 || c->burst == 0)
@@ -154,6 +252,10 @@ int config_load(Config *c, const char *path) {
         if (r < 0)
                 return log_oom();
         r = config_parse_with_dropins(path, config_items, ELEMENTSOF(config_items), c);
+        /* List defaults apply when the files leave the list empty (assignments append). */
+        if (r >= 0 && strv_length(c->file_pool_classes) == 0 &&
+            strv_extend(&c->file_pool_classes, "HDD") < 0)
+                r = log_oom();
         if (r >= 0)
                 r = config_validate(c, path);
         if (r < 0) {

@@ -15,7 +15,8 @@
 
 typedef struct Config {
         /* [Node] */
-        char *node_name; /* Kubernetes node name; default: the host name */
+        char *node_name;  /* Kubernetes node name; default: the host name */
+        char *storage_ip; /* NULL: the address this node reaches the API server from */
         usec_t heartbeat_interval;
 
         /* [Kubernetes] */
@@ -25,6 +26,17 @@ typedef struct Config {
 
         /* [LeaderElection] */
         usec_t lease_duration, renew_deadline, retry_period;
+
+        /* [Storage] */
+        char *storage_backend; /* "lvm" or "file" */
+        char **disks;
+        char **disk_classes;
+        int lvm_activation; /* -1 auto */
+        char *lvm_directory;
+        char *file_directory;
+        uint64_t file_pool_capacity;
+        char **file_pool_classes;
+        usec_t storage_refresh;
 
         /* [Control] */
         char *control_socket;

@@ -58,6 +58,8 @@ struct KubeClient {
         bool insecure;
         char *user_agent;
 
+        char local_ip[64];
+
         double qps, tokens;
         unsigned burst;
         usec_t tokens_usec;
@@ -152,6 +154,10 @@ const char *kube_client_server(const KubeClient *c) {
 
 sd_event *kube_client_event(const KubeClient *c) {
         return c->event;
+}
+
+const char *kube_client_local_ip(const KubeClient *c) {
+        return c->local_ip;
 }
 
 /* ---- libcurl callbacks ------------------------------------------------------------------ */
@@ -348,6 +354,12 @@ static void kube_request_finish(KubeRequest *r, CURLcode result) {
         KubeResponse resp;
 
         kube_request_build_response(r, result, &resp);
+        if (resp.http_code > 0) {
+                char *ip = NULL;
+
+                if (curl_easy_getinfo(r->easy, CURLINFO_LOCAL_IP, &ip) == CURLE_OK && ip)
+                        (void) snprintf(c->local_ip, sizeof(c->local_ip), "%s", ip);
+        }
 
         /* The server asked us to come back later: do so, quietly, a bounded number of times. */
         if (!r->watch && resp.retry_after > 0 && (resp.http_code == 429 || resp.http_code >= 500) &&

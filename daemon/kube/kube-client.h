@@ -81,6 +81,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(KubeClient *, kube_client_free);
 int kube_client_set_credentials(KubeClient *c, const KubeCredentials *creds);
 const char *kube_client_server(const KubeClient *c);
 sd_event *kube_client_event(const KubeClient *c);
+/* The local address of the last connection that answered: the address this host reaches the
+ * API server from ("" before any answer). */
+const char *kube_client_local_ip(const KubeClient *c);
 
 /*
  * Starts a request. path is absolute and may carry a query ("/api/v1/nodes?limit=500"); build

@@ -83,6 +83,11 @@ class Daemon:
         self.stderr_path = self.dir / "stderr"
 
     def write_config(self, extra="", node="test-node", kubernetes=""):
+        # Everything the daemon writes stays in the test's directory (drop-ins may override).
+        dropins = self.dir / "hwameid.conf.d"
+        dropins.mkdir(exist_ok=True)
+        (dropins / "00-test-dirs.conf").write_text(
+            f"[Storage]\nFileDirectory={self.dir}/pools\nLVMDirectory={self.dir}/lvm\n")
         self.config.write_text(
             f"[Node]\nName={node}\n"
             f"[Kubernetes]\nKubeconfig={self.kubeconfig}\n{kubernetes}"

@@ -179,7 +179,11 @@ def test_api_outage_longer_than_renew_deadline_makes_the_leader_step_down(standi
 def test_sighup_does_not_disturb_an_unchanged_connection(standin, make_daemon):
     d = connect(make_daemon(), standin).start()
     wait_status(d, "Connected to")
-    before = d.status()["cluster"]["requestsSent"]
+    # Let start-up writes (LocalStorageNode, Leases) settle: one second without a request.
+    before = -1
+    while before != d.status()["cluster"]["requestsSent"]:
+        before = d.status()["cluster"]["requestsSent"]
+        time.sleep(1)
     d.kill(signal.SIGHUP)
     d.notify.wait_key("RELOADING")
     d.notify.wait_key("READY")

@@ -87,6 +87,28 @@ static int print_status(const cJSON *st) {
                 else
                         print_field("Leader", isempty(holder) ? "none" : holder);
         }
+        {
+                const cJSON *storage = cJSON_GetObjectItemCaseSensitive(st, "storage"), *pool;
+                bool first = true;
+
+                print_field("Storage", json_get_string(storage, "backend"));
+                cJSON_ArrayForEach(pool, cJSON_GetObjectItemCaseSensitive(storage, "pools")) {
+                        uint64_t total = 0, free_bytes = 0, volumes = 0;
+                        bool offline = false;
+
+                        (void) json_get_u64(pool, "totalBytes", &total);
+                        (void) json_get_u64(pool, "freeBytes", &free_bytes);
+                        (void) json_get_u64(pool, "volumes", &volumes);
+                        (void) json_get_bool(pool, "offline", &offline);
+                        printf("%12s  %s: %s, %s free, %llu volumes%s\n", first ? "Pools:" : "",
+                               strna(json_get_string(pool, "name")), FORMAT_BYTES(total),
+                               FORMAT_BYTES(free_bytes), (unsigned long long) volumes,
+                               offline ? " (OFFLINE)" : "");
+                        first = false;
+                }
+                if (first)
+                        print_field("Pools", "none yet");
+        }
         print_field("Log level", json_get_string(st, "logLevel"));
         print_field("Control", json_get_string(st, "controlSocket"));
         return 0;

@@ -1,0 +1,1030 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../basic/list.h"
+#include "../basic/string-util.h"
+#include "../basic/worker.h"
+#include "../log/log.h"
+#include "lvm-report.h"
+#include "lvm.h"
+#include "storage.h"
+
+/* ---- names and small helpers ----------------------------------------------------------------- */
+
+static const char *const storage_backend_table[_STORAGE_BACKEND_MAX] = {
+        [STORAGE_BACKEND_LVM] = "lvm",
+        [STORAGE_BACKEND_FILE] = "file",
+};
+
+const char *storage_backend_to_string(StorageBackend b) {
+        if (b < 0 || b >= _STORAGE_BACKEND_MAX)
+                return NULL;
+        return storage_backend_table[b];
+}
+
+StorageBackend storage_backend_from_string(const char *s) {
+        for (StorageBackend b = 0; b < _STORAGE_BACKEND_MAX; b++)
+                if (streq_ptr(s, storage_backend_table[b]))
+                        return b;
+        return _STORAGE_BACKEND_INVALID;
+}
+
+static const char *const storage_disk_state_table[_STORAGE_DISK_STATE_MAX] = {
+        [STORAGE_DISK_AVAILABLE] = "Available",
+        [STORAGE_DISK_IN_USE] = "InUse",
+        [STORAGE_DISK_OFFLINE] = "Offline",
+};
+
+const char *storage_disk_state_to_string(StorageDiskState s) {
+        if (s < 0 || s >= _STORAGE_DISK_STATE_MAX)
+                return NULL;
+        return storage_disk_state_table[s];
+}
+
+bool storage_volume_name_is_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strlen(name);
+        /* An LV name and a file name at once; Kubernetes names (PV names) always fit. */
+        return n > 0 && n <= 120 &&
+               strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+_.-") == n &&
+               name[0] != '-' && name[0] != '.' && lvm_name_is_valid(name);
+}
+
+char *storage_volume_dev_path(const char *pool, const char *name) {
+        char *p;
+
+        if (asprintf(&p, "/dev/%s/%s", pool, name) < 0)
+                return NULL;
+        return p;
+}
+
+static char *pool_name_for_class(DiskClass c) {
+        char *p;
+
+        if (asprintf(&p, STORAGE_POOL_PREFIX "%s", disk_class_to_string(c)) < 0)
+                return NULL;
+        return p;
+}
+
+static DiskClass pool_class(const char *pool) {
+        const char *c = startswith(pool, STORAGE_POOL_PREFIX);
+        return c ? disk_class_from_string(c) : _DISK_CLASS_INVALID;
+}
+
+static void snapshot_free(StorageSnapshot *s) {
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n_pools; i++) {
+                free(s->pools[i].name);
+                free(s->pools[i].message);
+        }
+        for (size_t i = 0; i < s->n_disks; i++) {
+                free(s->disks[i].dev_path);
+                free(s->disks[i].pool);
+        }
+        for (size_t i = 0; i < s->n_volumes; i++) {
+                StorageVolume *v = &s->volumes[i];
+                free(v->name);
+                free(v->pool);
+                free(v->path);
+                strv_free(v->disks);
+                for (size_t j = 0; j < v->n_extents; j++)
+                        free((char *) v->extents[j].path);
+                free(v->extents);
+        }
+        free(s->pools);
+        free(s->disks);
+        free(s->volumes);
+        free(s);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(StorageSnapshot *, snapshot_free);
+
+/* Growable arrays in a snapshot. */
+#define SNAPSHOT_APPEND(array, n, ret)                                                                      \
+        ({                                                                                                  \
+                __typeof__(array) _a_ = realloc((array), sizeof(*(array)) * ((n) + 1));                     \
+                if (_a_) {                                                                                  \
+                        (array) = _a_;                                                                      \
+                        (ret) = &(array)[(n)++];                                                            \
+                        memset((ret), 0, sizeof(*(ret)));                                                   \
+                }                                                                                           \
+                _a_ ? 0 : -ENOMEM;                                                                          \
+        })
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+typedef enum StorageOpType {
+        OP_REFRESH,
+        OP_CREATE,
+        OP_RESIZE,
+        OP_DELETE,
+} StorageOpType;
+
+typedef struct StorageOp StorageOp;
+struct StorageOp {
+        Storage *storage;
+        StorageOpType type;
+        char *pool, *name;
+        uint64_t size;
+        StorageDoneFn done;
+        void *userdata;
+        int error;
+        char message[512];
+
+        /* work for the threads */
+        StorageSnapshot *result; /* file backend and disk scans produce a snapshot / disks */
+        Disk *disks;
+        size_t n_disks;
+        char **pending_cmds; /* LVM command lines still to run, in order */
+        size_t next_cmd;
+        char *vgs_report, *pvs_report, *lvs_report;
+        bool pools_extended; /* refresh: the second pass, after adding free disks, is done */
+
+        LIST_FIELDS(StorageOp, ops);
+};
+
+struct Storage {
+        sd_event *event;
+        StorageBackend backend;
+        bool lvm_activation;
+        char **disks, **disk_classes, **file_classes;
+        char *sysfs, *file_dir;
+        uint64_t file_capacity;
+        StorageChangedFn changed;
+        void *userdata;
+
+        Worker *worker;
+        LvmWorker *lvm;
+        StorageSnapshot *snapshot;
+        StorageOp *running;
+        LIST_HEAD(StorageOp, queue);
+        bool freeing; /* completions that arrive now only free their operation */
+};
+
+static void storage_op_free(StorageOp *op) {
+        if (!op)
+                return;
+        snapshot_free(op->result);
+        disks_free(op->disks, op->n_disks);
+        strv_free(op->pending_cmds);
+        free(op->vgs_report);
+        free(op->pvs_report);
+        free(op->lvs_report);
+        free(op->pool);
+        free(op->name);
+        free(op);
+}
+
+static void storage_next(Storage *s);
+
+static void storage_op_finish(StorageOp *op, int error, const char *fmt, ...) _printf_(3, 4);
+static void storage_op_finish(StorageOp *op, int error, const char *fmt, ...) {
+        Storage *s = op->storage;
+
+        if (s->freeing) {
+                if (s->running == op)
+                        s->running = NULL;
+                storage_op_free(op);
+                return;
+        }
+        if (error < 0 && fmt) {
+                va_list ap;
+                va_start(ap, fmt);
+                (void) vsnprintf(op->message, sizeof(op->message), fmt, ap);
+                va_end(ap);
+        }
+        s->running = NULL;
+        if (op->done)
+                op->done(error, error < 0 ? op->message : NULL, op->userdata);
+        storage_op_free(op);
+        storage_next(s);
+}
+
+static void storage_install_snapshot(Storage *s, StorageSnapshot **snap) {
+        snapshot_free(s->snapshot);
+        s->snapshot = TAKE_PTR(*snap);
+        s->snapshot->taken = now(CLOCK_MONOTONIC);
+        if (s->changed)
+                s->changed(s, s->userdata);
+}
+
+/* ---- the file backend (runs on the worker thread) ---------------------------------------------- */
+
+static int file_pool_path(const Storage *s, const char *pool, const char *name, char **ret) {
+        return asprintf(ret, "%s/%s%s%s", s->file_dir, pool, name ? "/" : "", strempty(name)) < 0 ? -ENOMEM
+                                                                                                  : 0;
+}
+
+static int file_scan(const Storage *s, StorageSnapshot **ret) {
+        _cleanup_(snapshot_freep) StorageSnapshot *snap = calloc(1, sizeof(StorageSnapshot));
+        int r;
+
+        if (!snap)
+                return -ENOMEM;
+        if (mkdir(s->file_dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+
+        for (char **c = s->file_classes; c && *c; c++) {
+                _cleanup_free_ char *pool = NULL, *dir = NULL;
+                bool seen = false;
+                DIR *d;
+                struct dirent *de;
+                StoragePool *p;
+                StorageDisk *disk;
+                DiskClass class = disk_class_from_string(*c);
+
+                if (class < 0)
+                        return -EINVAL;
+                pool = pool_name_for_class(class);
+                if (!pool || file_pool_path(s, pool, NULL, &dir) < 0)
+                        return -ENOMEM;
+                for (size_t i = 0; i < snap->n_pools; i++)
+                        seen = seen || streq(snap->pools[i].name, pool);
+                if (seen)
+                        continue;
+                if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                        return -errno;
+
+                r = SNAPSHOT_APPEND(snap->pools, snap->n_pools, p);
+                if (r < 0)
+                        return r;
+                p->name = strdup(pool);
+                if (!p->name)
+                        return -ENOMEM;
+                p->class = class;
+                p->total = s->file_capacity;
+                p->extent_size = 4096;
+
+                r = SNAPSHOT_APPEND(snap->disks, snap->n_disks, disk);
+                if (r < 0)
+                        return r;
+                disk->dev_path = strdup(dir);
+                disk->pool = strdup(pool);
+                if (!disk->dev_path || !disk->pool)
+                        return -ENOMEM;
+                disk->class = class;
+                disk->capacity = s->file_capacity;
+                disk->state = STORAGE_DISK_IN_USE;
+
+                d = opendir(dir);
+                if (!d)
+                        return -errno;
+                while ((de = readdir(d))) {
+                        _cleanup_free_ char *path = NULL;
+                        StorageVolume *v;
+                        struct stat st;
+
+                        if (!storage_volume_name_is_valid(de->d_name))
+                                continue;
+                        if (file_pool_path(s, pool, de->d_name, &path) < 0 || stat(path, &st) < 0 ||
+                            !S_ISREG(st.st_mode))
+                                continue;
+                        if (SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v) < 0) {
+                                closedir(d);
+                                return -ENOMEM;
+                        }
+                        v->name = strdup(de->d_name);
+                        v->pool = strdup(pool);
+                        v->path = TAKE_PTR(path);
+                        v->size = (uint64_t) st.st_size;
+                        if (!v->name || !v->pool || strv_extend(&v->disks, dir) < 0) {
+                                closedir(d);
+                                return -ENOMEM;
+                        }
+                        p->used += v->size;
+                        p->volume_count++;
+                }
+                closedir(d);
+                p->free = p->used >= p->total ? 0 : p->total - p->used;
+        }
+        *ret = TAKE_PTR(snap);
+        return 0;
+}
+
+static int file_run(void *job, void *state) {
+        StorageOp *op = job;
+        Storage *s = op->storage;
+        _cleanup_free_ char *path = NULL;
+        int r = 0;
+
+        (void) state;
+        if (op->type != OP_REFRESH) {
+                if (file_pool_path(s, op->pool, op->name, &path) < 0)
+                        return -ENOMEM;
+        }
+
+        switch (op->type) {
+        case OP_REFRESH:
+                break;
+        case OP_CREATE: {
+                _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                if (fd < 0 && errno == EEXIST)
+                        break; /* sizes are checked on the loop */
+                if (fd < 0 || ftruncate(fd, (off_t) op->size) < 0 || fsync(fd) < 0) {
+                        r = -errno;
+                        snprintf(op->message, sizeof(op->message), "creating '%s' failed: %s", path,
+                                 strerror(-r));
+                        (void) unlink(path);
+                }
+                break;
+        }
+        case OP_RESIZE:
+                if (truncate(path, (off_t) op->size) < 0) {
+                        r = -errno;
+                        snprintf(op->message, sizeof(op->message), "growing '%s' failed: %s", path,
+                                 strerror(-r));
+                }
+                break;
+        case OP_DELETE:
+                if (unlink(path) < 0 && errno != ENOENT) {
+                        r = -errno;
+                        snprintf(op->message, sizeof(op->message), "removing '%s' failed: %s", path,
+                                 strerror(-r));
+                }
+                break;
+        }
+
+        /* Every operation ends with a fresh look. */
+        int k = file_scan(s, &op->result);
+        if (r >= 0 && k < 0) {
+                r = k;
+                snprintf(op->message, sizeof(op->message), "scanning '%s' failed: %s", s->file_dir,
+                         strerror(-k));
+        }
+        return r;
+}
+
+static void file_done(void *job, int result, void *userdata) {
+        StorageOp *op = job;
+
+        (void) userdata;
+        if (op->storage->freeing) {
+                storage_op_finish(op, -ECANCELED, NULL);
+                return;
+        }
+        if (op->result)
+                storage_install_snapshot(op->storage, &op->result);
+        storage_op_finish(op, result, "%s", op->message);
+}
+
+/* ---- the LVM backend --------------------------------------------------------------------------- */
+
+static void lvm_step(StorageOp *op);
+
+/* Builds the snapshot from vgs, pvs and lvs reports. scanned (optional) lists the disks found by
+ * the last scan; those that are free appear as Available. */
+static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned, const char *vgs_json,
+                              const char *pvs_json, const char *lvs_json, StorageSnapshot **ret) {
+        _cleanup_(snapshot_freep) StorageSnapshot *snap = calloc(1, sizeof(StorageSnapshot));
+        LvmVg *vgs = NULL;
+        LvmPv *pvs = NULL;
+        LvmLv *lvs = NULL;
+        size_t n_vgs = 0, n_pvs = 0, n_lvs = 0;
+        int r;
+
+        if (!snap)
+                return -ENOMEM;
+        r = lvm_report_parse_vgs(vgs_json, &vgs, &n_vgs);
+        if (r >= 0)
+                r = lvm_report_parse_pvs(pvs_json, &pvs, &n_pvs);
+        if (r >= 0)
+                r = lvm_report_parse_lvs(lvs_json, &lvs, &n_lvs);
+        if (r < 0)
+                goto finish;
+
+        for (size_t i = 0; i < n_vgs; i++) {
+                StoragePool *p;
+
+                if (pool_class(vgs[i].name) < 0)
+                        continue; /* not ours */
+                r = SNAPSHOT_APPEND(snap->pools, snap->n_pools, p);
+                if (r < 0)
+                        goto finish;
+                p->name = strdup(vgs[i].name);
+                if (!p->name) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                p->class = pool_class(vgs[i].name);
+                p->total = vgs[i].size;
+                p->free = vgs[i].free;
+                p->used = vgs[i].size - MIN(vgs[i].free, vgs[i].size);
+                p->extent_size = vgs[i].extent_size;
+                p->volume_count = vgs[i].lv_count;
+        }
+
+        for (size_t i = 0; i < n_pvs; i++) {
+                StorageDisk *d;
+                StoragePool *pool = NULL;
+
+                for (size_t j = 0; j < snap->n_pools; j++)
+                        if (streq(snap->pools[j].name, pvs[i].vg_name))
+                                pool = &snap->pools[j];
+                if (!pool)
+                        continue;
+                r = SNAPSHOT_APPEND(snap->disks, snap->n_disks, d);
+                if (r < 0)
+                        goto finish;
+                d->dev_path = strdup(pvs[i].name);
+                d->pool = strdup(pool->name);
+                if (!d->dev_path || !d->pool) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                d->class = pool->class;
+                d->capacity = pvs[i].size;
+                d->state = pvs[i].missing ? STORAGE_DISK_OFFLINE : STORAGE_DISK_IN_USE;
+                if (pvs[i].missing) {
+                        pool->offline = true;
+                        free(pool->message);
+                        if (asprintf(&pool->message, "disk %s is missing", pvs[i].name) < 0)
+                                pool->message = NULL;
+                }
+        }
+
+        /* Free disks that are not (yet) in a pool. */
+        for (size_t i = 0; i < n_scanned; i++) {
+                StorageDisk *d;
+                bool known = false;
+
+                for (size_t j = 0; j < snap->n_disks; j++)
+                        if (streq(snap->disks[j].dev_path, scanned[i].dev_path))
+                                known = true;
+                if (known || scanned[i].state != DISK_FREE)
+                        continue;
+                r = SNAPSHOT_APPEND(snap->disks, snap->n_disks, d);
+                if (r < 0)
+                        goto finish;
+                d->dev_path = strdup(scanned[i].dev_path);
+                if (!d->dev_path) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                d->class = scanned[i].class;
+                d->capacity = scanned[i].size;
+                d->state = STORAGE_DISK_AVAILABLE;
+        }
+
+        for (size_t i = 0; i < n_lvs; i++) {
+                StorageVolume *v;
+                const StoragePool *pool = NULL;
+
+                for (size_t j = 0; j < snap->n_pools; j++)
+                        if (streq(snap->pools[j].name, lvs[i].vg_name))
+                                pool = &snap->pools[j];
+                if (!pool)
+                        continue;
+                r = SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v);
+                if (r < 0)
+                        goto finish;
+                v->name = strdup(lvs[i].name);
+                v->pool = strdup(pool->name);
+                if (!v->name || !v->pool) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                v->size = lvs[i].size;
+                if (s->lvm_activation) {
+                        v->path = storage_volume_dev_path(pool->name, lvs[i].name);
+                        if (!v->path) {
+                                r = -ENOMEM;
+                                goto finish;
+                        }
+                }
+                v->extents = calloc(MAX(lvs[i].n_ranges, (size_t) 1), sizeof(BlockExtent));
+                if (!v->extents) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                for (size_t k = 0; k < lvs[i].n_ranges; k++) {
+                        const LvmExtentRange *er = &lvs[i].ranges[k];
+                        const LvmPv *pv = NULL;
+
+                        for (size_t j = 0; j < n_pvs; j++)
+                                if (streq(pvs[j].name, er->pv))
+                                        pv = &pvs[j];
+                        if (!pv || pv->missing) {
+                                v->offline = true;
+                                continue;
+                        }
+                        v->extents[v->n_extents++] = (BlockExtent){
+                                .path = strdup(pv->name),
+                                .offset = pv->pe_start + er->pe_first * pool->extent_size,
+                                .length = (er->pe_last - er->pe_first + 1) * pool->extent_size,
+                        };
+                        if (!v->extents[v->n_extents - 1].path) {
+                                r = -ENOMEM;
+                                goto finish;
+                        }
+                        if (!strv_contains(v->disks, pv->name) && strv_extend(&v->disks, pv->name) < 0) {
+                                r = -ENOMEM;
+                                goto finish;
+                        }
+                }
+        }
+        *ret = TAKE_PTR(snap);
+        r = 0;
+finish:
+        lvm_vgs_free(vgs, n_vgs);
+        lvm_pvs_free(pvs, n_pvs);
+        lvm_lvs_free(lvs, n_lvs);
+        return r;
+}
+
+/* The report commands every LVM operation ends with. */
+static int lvm_queue_reports(StorageOp *op) {
+        static const char *const reports[] = {
+                "vgs --reportformat json --units b --nosuffix -o " LVM_VG_FIELDS,
+                "pvs --reportformat json --units b --nosuffix -o " LVM_PV_FIELDS,
+                "lvs --reportformat json --units b --nosuffix -o " LVM_LV_FIELDS,
+        };
+        for (size_t i = 0; i < ELEMENTSOF(reports); i++)
+                if (strv_extend(&op->pending_cmds, reports[i]) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+static void lvm_on_cmd(LvmResult *res, void *userdata) {
+        StorageOp *op = userdata;
+        const char *cmd = op->pending_cmds[op->next_cmd];
+        char **slot = NULL;
+
+        if (op->storage->freeing) {
+                storage_op_finish(op, -ECANCELED, NULL);
+                return;
+        }
+
+        if (startswith(cmd, "vgs "))
+                slot = &op->vgs_report;
+        else if (startswith(cmd, "pvs "))
+                slot = &op->pvs_report;
+        else if (startswith(cmd, "lvs "))
+                slot = &op->lvs_report;
+
+        if (res->error < 0) {
+                op->error = res->error;
+                snprintf(op->message, sizeof(op->message), "'%.*s' failed: %s", (int) strcspn(cmd, " "), cmd,
+                         strempty(res->errors));
+                /* The reports still run, so the snapshot tells what is now true. */
+                while (op->pending_cmds[op->next_cmd + 1] &&
+                       !startswith(op->pending_cmds[op->next_cmd + 1], "vgs "))
+                        op->next_cmd++;
+        } else if (slot) {
+                free(*slot);
+                *slot = TAKE_PTR(res->report);
+        }
+        op->next_cmd++;
+        lvm_step(op);
+}
+
+/* After the first reports of a refresh: add every free disk to the pool of its class. Returns
+ * the number of commands queued. */
+static int lvm_queue_pool_growth(StorageOp *op, const StorageSnapshot *snap) {
+        int n = 0;
+
+        for (size_t i = 0; i < snap->n_disks; i++) {
+                const StorageDisk *d = &snap->disks[i];
+                _cleanup_free_ char *pool = NULL, *pvcreate = NULL, *vgcmd = NULL;
+                bool exists = false;
+
+                if (d->state != STORAGE_DISK_AVAILABLE)
+                        continue;
+                pool = pool_name_for_class(d->class);
+                if (!pool)
+                        return -ENOMEM;
+                for (size_t j = 0; j < snap->n_pools; j++)
+                        if (streq(snap->pools[j].name, pool))
+                                exists = true;
+                /* A pool made by an earlier command of this same pass exists too. */
+                for (char **c = op->pending_cmds + op->next_cmd; c && *c; c++)
+                        if (startswith(*c, "vgcreate ") && strstr(*c, pool))
+                                exists = true;
+                if (asprintf(&pvcreate, "pvcreate -y %s", d->dev_path) < 0 ||
+                    asprintf(&vgcmd, "%s %s %s", exists ? "vgextend" : "vgcreate", pool, d->dev_path) < 0)
+                        return -ENOMEM;
+                if (strv_extend(&op->pending_cmds, pvcreate) < 0 ||
+                    strv_extend(&op->pending_cmds, vgcmd) < 0)
+                        return -ENOMEM;
+                log_info("Adding disk %s (%s, %s) to pool %s.", d->dev_path, disk_class_to_string(d->class),
+                         FORMAT_BYTES(d->capacity), pool);
+                n++;
+        }
+        return n;
+}
+
+static void lvm_step(StorageOp *op) {
+        Storage *s = op->storage;
+        _cleanup_(snapshot_freep) StorageSnapshot *snap = NULL;
+        int r;
+
+        if (op->pending_cmds && op->pending_cmds[op->next_cmd]) {
+                r = lvm_run(s->lvm, op->pending_cmds[op->next_cmd], lvm_on_cmd, op);
+                if (r < 0)
+                        storage_op_finish(op, r, "failed to queue an LVM command: %s", strerror(-r));
+                return;
+        }
+
+        if (!op->vgs_report || !op->pvs_report || !op->lvs_report) {
+                storage_op_finish(op, op->error < 0 ? op->error : -EIO, "%s",
+                                  op->error < 0 ? op->message : "LVM gave no report");
+                return;
+        }
+        r = lvm_snapshot_build(s, op->type == OP_REFRESH ? op->disks : NULL,
+                               op->type == OP_REFRESH ? op->n_disks : 0, op->vgs_report, op->pvs_report,
+                               op->lvs_report, &snap);
+        if (r < 0) {
+                storage_op_finish(op, r, "LVM's reports could not be read: %s", strerror(-r));
+                return;
+        }
+
+        if (op->type == OP_REFRESH && !op->pools_extended && op->error >= 0) {
+                op->pools_extended = true;
+                r = lvm_queue_pool_growth(op, snap);
+                if (r < 0) {
+                        storage_op_finish(op, r, "%s", strerror(-r));
+                        return;
+                }
+                if (r > 0) {
+                        r = lvm_queue_reports(op);
+                        if (r < 0) {
+                                storage_op_finish(op, r, "%s", strerror(-r));
+                                return;
+                        }
+                        lvm_step(op);
+                        return;
+                }
+        }
+
+        /* Operations other than a refresh did not scan: keep the free disks we knew of. */
+        if (op->type != OP_REFRESH && s->snapshot)
+                for (size_t i = 0; i < s->snapshot->n_disks; i++) {
+                        const StorageDisk *d = &s->snapshot->disks[i];
+                        StorageDisk *n;
+
+                        if (d->state != STORAGE_DISK_AVAILABLE)
+                                continue;
+                        if (SNAPSHOT_APPEND(snap->disks, snap->n_disks, n) < 0 ||
+                            !(n->dev_path = strdup(d->dev_path))) {
+                                storage_op_finish(op, -ENOMEM, "out of memory");
+                                return;
+                        }
+                        n->class = d->class;
+                        n->capacity = d->capacity;
+                        n->state = d->state;
+                }
+
+        storage_install_snapshot(s, &snap);
+        storage_op_finish(op, op->error, "%s", op->message);
+}
+
+/* The devices LVM may look at: every allowed disk that is free or already an LVM PV. */
+static int lvm_update_devices(Storage *s, const Disk *disks, size_t n) {
+        _cleanup_strv_free_ char **devs = NULL;
+
+        for (size_t i = 0; i < n; i++)
+                if ((disks[i].state == DISK_FREE || disks[i].state == DISK_LVM) &&
+                    strv_extend(&devs, disks[i].dev_path) < 0)
+                        return -ENOMEM;
+        /* Keep PVs of our pools that vanished, so LVM reports them missing rather than not at all. */
+        for (size_t i = 0; s->snapshot && i < s->snapshot->n_disks; i++) {
+                const StorageDisk *d = &s->snapshot->disks[i];
+                if (d->pool && !strv_contains(devs, d->dev_path) && strv_extend(&devs, d->dev_path) < 0)
+                        return -ENOMEM;
+        }
+        return lvm_set_devices(s->lvm, devs);
+}
+
+static int disk_scan_run(void *job, void *state) {
+        StorageOp *op = job;
+        Storage *s = op->storage;
+        const DiskScanOptions opts = {
+                .allow = s->disks,
+                .class_overrides = s->disk_classes,
+                .sysfs = s->sysfs,
+        };
+
+        (void) state;
+        return disk_scan(&opts, &op->disks, &op->n_disks);
+}
+
+static void disk_scan_done(void *job, int result, void *userdata) {
+        StorageOp *op = job;
+        Storage *s = op->storage;
+        int r;
+
+        (void) userdata;
+        if (op->storage->freeing) {
+                storage_op_finish(op, -ECANCELED, NULL);
+                return;
+        }
+        if (result < 0) {
+                storage_op_finish(op, result, "scanning disks failed: %s", strerror(-result));
+                return;
+        }
+        for (size_t i = 0; i < op->n_disks; i++)
+                if (op->disks[i].state == DISK_BUSY)
+                        log_debug("Disk %s is not used: %s.", op->disks[i].dev_path,
+                                  strna(op->disks[i].reason));
+        r = lvm_update_devices(s, op->disks, op->n_disks);
+        if (r >= 0)
+                r = lvm_queue_reports(op);
+        if (r < 0) {
+                storage_op_finish(op, r, "%s", strerror(-r));
+                return;
+        }
+        lvm_step(op);
+}
+
+/* ---- the queue ------------------------------------------------------------------------------- */
+
+/* Checks a volume operation against the current snapshot; may complete it at once (returns 1). */
+static int storage_op_check(StorageOp *op) {
+        Storage *s = op->storage;
+        const StoragePool *pool;
+        const StorageVolume *v;
+
+        if (op->type == OP_REFRESH)
+                return 0;
+        pool = storage_find_pool(s, op->pool);
+        v = storage_find_volume(s, op->pool, op->name);
+        if (op->type == OP_DELETE)
+                return v ? 0 : 1;
+        if (!pool) {
+                op->error = -ENOENT;
+                snprintf(op->message, sizeof(op->message), "pool %s does not exist on this node", op->pool);
+                return -ENOENT;
+        }
+        if (pool->extent_size > 0)
+                op->size = ROUND_UP(op->size, pool->extent_size);
+        if (op->type == OP_CREATE && v) {
+                if (v->size >= op->size)
+                        return 1;
+                op->type = OP_RESIZE; /* it exists but is smaller: grow it */
+        }
+        if (op->type == OP_RESIZE) {
+                if (!v) {
+                        op->error = -ENOENT;
+                        snprintf(op->message, sizeof(op->message), "volume %s does not exist in pool %s",
+                                 op->name, op->pool);
+                        return -ENOENT;
+                }
+                if (op->size < v->size) {
+                        op->error = -EINVAL;
+                        snprintf(op->message, sizeof(op->message),
+                                 "volume %s has %" PRIu64 " bytes; shrinking to %" PRIu64 " is refused",
+                                 op->name, v->size, op->size);
+                        return -EINVAL;
+                }
+                if (op->size == v->size)
+                        return 1;
+        }
+        uint64_t need = op->size - (v ? v->size : 0);
+        if (pool->offline) {
+                op->error = -EIO;
+                snprintf(op->message, sizeof(op->message), "pool %s is offline: %s", pool->name,
+                         strna(pool->message));
+                return -EIO;
+        }
+        if (need > pool->free) {
+                op->error = -ENOSPC;
+                snprintf(op->message, sizeof(op->message),
+                         "pool %s has %" PRIu64 " bytes free, %" PRIu64 " needed", pool->name, pool->free,
+                         need);
+                return -ENOSPC;
+        }
+        if (op->type == OP_CREATE && pool->volume_count >= STORAGE_VOLUMES_PER_POOL) {
+                op->error = -ENOSPC;
+                snprintf(op->message, sizeof(op->message), "pool %s holds %u volumes already", pool->name,
+                         pool->volume_count);
+                return -ENOSPC;
+        }
+        return 0;
+}
+
+static int storage_op_start(StorageOp *op) {
+        Storage *s = op->storage;
+        _cleanup_free_ char *cmd = NULL;
+        const char *noact = s->lvm_activation ? "" : " --driverloaded n";
+        int r;
+
+        r = storage_op_check(op);
+        if (r != 0)
+                return r; /* 1: nothing to do; < 0: refused */
+
+        if (s->backend == STORAGE_BACKEND_FILE)
+                return worker_submit(s->worker, file_run, file_done, op, NULL);
+
+        switch (op->type) {
+        case OP_REFRESH:
+                return worker_submit(s->worker, disk_scan_run, disk_scan_done, op, NULL);
+        case OP_CREATE:
+                r = asprintf(&cmd, "lvcreate -y%s%s -L %" PRIu64 "b -n %s %s", noact,
+                             s->lvm_activation ? "" : " -an -Zn", op->size, op->name, op->pool);
+                break;
+        case OP_RESIZE:
+                r = asprintf(&cmd, "lvextend%s -L %" PRIu64 "b %s/%s", noact, op->size, op->pool, op->name);
+                break;
+        case OP_DELETE:
+                r = asprintf(&cmd, "lvremove -y%s %s/%s", noact, op->pool, op->name);
+                break;
+        }
+        if (r < 0 || strv_extend(&op->pending_cmds, cmd) < 0 || lvm_queue_reports(op) < 0)
+                return -ENOMEM;
+        lvm_step(op);
+        return 0;
+}
+
+static int storage_on_defer(sd_event_source *es, void *userdata) {
+        Storage *s = userdata;
+        StorageOp *op = NULL;
+        int r;
+
+        (void) es;
+        if (s->running || !s->queue)
+                return 0;
+        /* Oldest first: the list is prepended to. */
+        LIST_FOREACH (ops, i, s->queue)
+                op = i;
+        LIST_REMOVE(ops, s->queue, op);
+        s->running = op;
+
+        r = storage_op_start(op);
+        if (r == 1)
+                storage_op_finish(op, 0, NULL);
+        else if (r < 0)
+                storage_op_finish(op, r, "%s", op->message[0] ? op->message : strerror(-r));
+        return 0;
+}
+
+/* Starts the next operation from the loop, never from inside the caller's call. */
+static void storage_next(Storage *s) {
+        if (!s->running && s->queue)
+                (void) sd_event_add_defer(s->event, NULL, storage_on_defer, s);
+}
+
+static int storage_enqueue(Storage *s, StorageOpType type, const char *pool, const char *name, uint64_t size,
+                           StorageDoneFn done, void *userdata) {
+        StorageOp *op;
+
+        if (type != OP_REFRESH) {
+                if (!pool || pool_class(pool) < 0 || !storage_volume_name_is_valid(name))
+                        return -EINVAL;
+                if (type != OP_DELETE && size < STORAGE_VOLUME_MIN_SIZE)
+                        return -ERANGE;
+        }
+        op = calloc(1, sizeof(*op));
+        if (!op)
+                return -ENOMEM;
+        op->storage = s;
+        op->type = type;
+        op->size = size;
+        op->done = done;
+        op->userdata = userdata;
+        if ((pool && !(op->pool = strdup(pool))) || (name && !(op->name = strdup(name)))) {
+                storage_op_free(op);
+                return -ENOMEM;
+        }
+        LIST_PREPEND(ops, s->queue, op);
+        storage_next(s);
+        return 0;
+}
+
+int storage_refresh(Storage *s, StorageDoneFn done, void *userdata) {
+        return storage_enqueue(s, OP_REFRESH, NULL, NULL, 0, done, userdata);
+}
+
+int storage_volume_create(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
+                          void *userdata) {
+        return storage_enqueue(s, OP_CREATE, pool, name, size, done, userdata);
+}
+
+int storage_volume_resize(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
+                          void *userdata) {
+        return storage_enqueue(s, OP_RESIZE, pool, name, size, done, userdata);
+}
+
+int storage_volume_delete(Storage *s, const char *pool, const char *name, StorageDoneFn done,
+                          void *userdata) {
+        return storage_enqueue(s, OP_DELETE, pool, name, 0, done, userdata);
+}
+
+const StorageSnapshot *storage_snapshot(const Storage *s) {
+        return s->snapshot;
+}
+
+const StoragePool *storage_find_pool(const Storage *s, const char *pool) {
+        for (size_t i = 0; s->snapshot && i < s->snapshot->n_pools; i++)
+                if (streq(s->snapshot->pools[i].name, pool))
+                        return &s->snapshot->pools[i];
+        return NULL;
+}
+
+const StorageVolume *storage_find_volume(const Storage *s, const char *pool, const char *name) {
+        for (size_t i = 0; s->snapshot && i < s->snapshot->n_volumes; i++)
+                if (streq(s->snapshot->volumes[i].pool, pool) && streq(s->snapshot->volumes[i].name, name))
+                        return &s->snapshot->volumes[i];
+        return NULL;
+}
+
+int storage_volume_open(const Storage *s, const char *pool, const char *name, unsigned flags,
+                        BlockDev **ret) {
+        const StorageVolume *v = storage_find_volume(s, pool, name);
+
+        if (!v)
+                return -ENOENT;
+        if (v->offline)
+                return -EIO;
+        if (v->path)
+                return blockdev_open(v->path, flags, ret);
+        return blockdev_open_extents(v->extents, v->n_extents, flags, ret);
+}
+
+void storage_forget_callbacks(Storage *s, void *userdata) {
+        if (s->running && s->running->userdata == userdata)
+                s->running->done = NULL;
+        LIST_FOREACH (ops, op, s->queue)
+                if (op->userdata == userdata)
+                        op->done = NULL;
+}
+
+StorageBackend storage_backend(const Storage *s) {
+        return s->backend;
+}
+
+int storage_new(sd_event *e, const StorageConfig *config, StorageChangedFn changed, void *userdata,
+                Storage **ret) {
+        _cleanup_(storage_freep) Storage *s = NULL;
+        int r;
+
+        assert(e && config && ret);
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(e);
+        s->backend = config->backend;
+        s->lvm_activation = config->lvm_activation;
+        s->changed = changed;
+        s->userdata = userdata;
+        s->file_capacity = config->file_capacity;
+        s->disks = strv_copy(config->disks);
+        s->disk_classes = strv_copy(config->disk_classes);
+        s->file_classes = strv_copy(config->file_classes);
+        s->sysfs = strdup(config->sysfs ?: "/sys");
+        s->file_dir = config->file_dir ? strdup(config->file_dir) : NULL;
+        if (!s->disks || !s->disk_classes || !s->file_classes || !s->sysfs ||
+            (config->file_dir && !s->file_dir))
+                return -ENOMEM;
+
+        r = worker_new(e, "hwameid-storage", NULL, NULL, &s->worker);
+        if (r < 0)
+                return r;
+        if (s->backend == STORAGE_BACKEND_LVM) {
+                const LvmOptions lo = {
+                        .system_dir = config->lvm_system_dir,
+                        .run_dir = config->lvm_run_dir,
+                        .activation = config->lvm_activation,
+                };
+                r = lvm_worker_new(e, &lo, &s->lvm);
+                if (r < 0)
+                        return r;
+        } else if (!s->file_dir)
+                return -EINVAL;
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+Storage *storage_free(Storage *s) {
+        if (!s)
+                return NULL;
+        /* The workers finish what runs; no operation's callback runs any more. */
+        s->freeing = true;
+        s->worker = worker_free(s->worker);
+        s->lvm = lvm_worker_free(s->lvm);
+        while (s->queue) {
+                StorageOp *op = s->queue;
+                LIST_REMOVE(ops, s->queue, op);
+                storage_op_free(op);
+        }
+        storage_op_free(s->running);
+        snapshot_free(s->snapshot);
+        strv_free(s->disks);
+        strv_free(s->disk_classes);
+        strv_free(s->file_classes);
+        free(s->sysfs);
+        free(s->file_dir);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
