@@ -541,6 +541,66 @@ finish:
         return r;
 }
 
+/* Pools of the previous snapshot that LVM no longer reports (every disk under them vanished) stay,
+ * offline, with their disks and volumes, so that the LocalStorageNode and the replicas say what
+ * happened instead of forgetting the pool. */
+static int snapshot_carry_lost_pools(const StorageSnapshot *old, StorageSnapshot *snap) {
+        for (size_t i = 0; old && i < old->n_pools; i++) {
+                const StoragePool *op = &old->pools[i];
+                StoragePool *p;
+                bool present = false;
+
+                for (size_t j = 0; j < snap->n_pools; j++)
+                        present = present || streq(snap->pools[j].name, op->name);
+                if (present)
+                        continue;
+
+                if (SNAPSHOT_APPEND(snap->pools, snap->n_pools, p) < 0 || !(p->name = strdup(op->name)))
+                        return -ENOMEM;
+                p->class = op->class;
+                p->total = op->total;
+                p->used = op->used;
+                p->free = 0;
+                p->extent_size = op->extent_size;
+                p->volume_count = op->volume_count;
+                p->offline = true;
+
+                for (size_t j = 0; j < old->n_disks; j++) {
+                        const StorageDisk *od = &old->disks[j];
+                        StorageDisk *d;
+                        char *m = NULL;
+
+                        if (!streq_ptr(od->pool, op->name))
+                                continue;
+                        if (SNAPSHOT_APPEND(snap->disks, snap->n_disks, d) < 0 ||
+                            !(d->dev_path = strdup(od->dev_path)) || !(d->pool = strdup(od->pool)))
+                                return -ENOMEM;
+                        d->class = od->class;
+                        d->capacity = od->capacity;
+                        d->state = STORAGE_DISK_OFFLINE;
+                        if (asprintf(&m, "%s%s%s", strempty(p->message),
+                                     p->message ? ", " : "disk missing: ", od->dev_path) < 0)
+                                return -ENOMEM;
+                        free(p->message);
+                        p->message = m;
+                }
+                for (size_t j = 0; j < old->n_volumes; j++) {
+                        const StorageVolume *ov = &old->volumes[j];
+                        StorageVolume *v;
+
+                        if (!streq(ov->pool, op->name))
+                                continue;
+                        if (SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v) < 0 ||
+                            !(v->name = strdup(ov->name)) || !(v->pool = strdup(ov->pool)) ||
+                            !(v->disks = strv_copy(ov->disks)))
+                                return -ENOMEM;
+                        v->size = ov->size;
+                        v->offline = true;
+                }
+        }
+        return 0;
+}
+
 /* The report commands every LVM operation ends with. */
 static int lvm_queue_reports(StorageOp *op) {
         static const char *const reports[] = {
@@ -663,6 +723,11 @@ static void lvm_step(StorageOp *op) {
                         lvm_step(op);
                         return;
                 }
+        }
+
+        if (snapshot_carry_lost_pools(s->snapshot, snap) < 0) {
+                storage_op_finish(op, -ENOMEM, "out of memory");
+                return;
         }
 
         /* Operations other than a refresh did not scan: keep the free disks we knew of. */
