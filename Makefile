@@ -24,7 +24,7 @@ Q := @
 endif
 PYTHON := /usr/bin/python3
 PKG_CONFIG ?= pkg-config
-PKGS := libsystemd libcjson libcurl yaml-0.1 blkid
+PKGS := libsystemd libcjson libcurl yaml-0.1 blkid libnl-route-3.0
 
 ifeq ($(ASAN)$(UBSAN),)
 BUILDDIR ?= build

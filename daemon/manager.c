@@ -210,6 +210,7 @@ static int manager_cluster_start(Manager *m) {
                 .heartbeat_interval = m->config.heartbeat_interval,
                 .storage = m->storage,
                 .storage_ip = m->config.storage_ip,
+                .storage_interface = m->config.storage_interface,
         };
         int r;
 
@@ -474,6 +475,10 @@ static int manager_storage_json(Manager *m, cJSON *parent) {
         cJSON *st = cJSON_AddObjectToObject(parent, "storage"), *pools, *disks;
 
         if (!st || !cJSON_AddStringToObject(st, "backend", m->config.storage_backend))
+                return -ENOMEM;
+        usec_t busy = m->storage ? storage_busy_since(m->storage) : 0;
+        if (!cJSON_AddNumberToObject(st, "busySeconds",
+                                     busy ? (double) ((now(CLOCK_MONOTONIC) - busy) / USEC_PER_SEC) : 0))
                 return -ENOMEM;
         pools = cJSON_AddArrayToObject(st, "pools");
         disks = cJSON_AddArrayToObject(st, "disks");

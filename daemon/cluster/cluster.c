@@ -13,6 +13,7 @@
 #include "../kube/kube-events.h"
 #include "../kube/kubeconfig.h"
 #include "../log/log.h"
+#include "../net/netlink.h"
 #include "../node/lsn.h"
 #include "../node/replica.h"
 #include "cluster.h"
@@ -25,7 +26,7 @@
 
 struct Cluster {
         sd_event *event;
-        char *node_name, *kubeconfig, *namespace, *storage_ip;
+        char *node_name, *kubeconfig, *namespace, *storage_ip, *storage_interface;
         ClusterConfig config; /* strings point at the copies above */
         ClusterCallbacks cb;
         void *userdata;
@@ -101,8 +102,25 @@ static void cluster_update_connected(Cluster *c) {
                             c->node_registered ? "is registered" : "is not registered (yet)");
 }
 
+/* StorageIP= wins (given to the writer at creation); then the interface's address; then the
+ * address this node reaches the API server from. Looked at again on every storage refresh. */
 static void cluster_update_storage_ip(Cluster *c) {
-        if (c->lsn && !c->storage_ip && !isempty(kube_client_local_ip(c->client)))
+        _cleanup_free_ char *ip = NULL;
+        int r;
+
+        if (!c->lsn || c->storage_ip)
+                return;
+        if (c->storage_interface) {
+                r = net_interface_address(c->storage_interface, AF_UNSPEC, &ip);
+                if (r < 0) {
+                        log_ratelimit_errno(LOG_WARNING, r, 10 * USEC_PER_MINUTE, 1,
+                                            "No address on storage interface %s: %m", c->storage_interface);
+                        return;
+                }
+                lsn_writer_set_storage_ip(c->lsn, ip);
+                return;
+        }
+        if (!isempty(kube_client_local_ip(c->client)))
                 lsn_writer_set_storage_ip(c->lsn, kube_client_local_ip(c->client));
 }
 
@@ -415,6 +433,7 @@ Cluster *cluster_free(Cluster *c) {
         free(c->kubeconfig);
         free(c->namespace);
         free(c->storage_ip);
+        free(c->storage_interface);
         free(c);
         return NULL;
 }
@@ -437,6 +456,7 @@ void cluster_shutdown(Cluster *c, void (*done)(void *userdata), void *userdata) 
 }
 
 void cluster_storage_changed(Cluster *c) {
+        cluster_update_storage_ip(c);
         if (c->lsn)
                 lsn_writer_sync(c->lsn);
         if (c->replicas)

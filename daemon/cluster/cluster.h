@@ -40,7 +40,8 @@ typedef struct ClusterConfig {
         usec_t lease_duration, renew_deadline, retry_period;
         usec_t heartbeat_interval;
         Storage *storage;       /* the node's storage, for its LocalStorageNode and replicas */
-        const char *storage_ip; /* NULL: the address the API server is reached from */
+        const char *storage_ip;        /* NULL: from storage_interface, or the route to the API */
+        const char *storage_interface; /* NULL: none */
 } ClusterConfig;
 
 typedef struct ClusterCallbacks {

@@ -98,9 +98,21 @@ static int config_parse_ip(const char *file, unsigned line, const char *section,
         return config_parse_string(file, line, section, key, value, field);
 }
 
+static int config_parse_ifname(const char *file, unsigned line, const char *section, const char *key,
+                               const char *value, void *field) {
+        size_t n = strlen(value);
+
+        if (n >= 16 || strpbrk(value, "/ \t:") || streq(value, ".") || streq(value, ".."))
+                return config_log_syntax(file, line, EINVAL,
+                                         "%s= expects a network interface name, got '%s'.", key, value);
+        return config_parse_string(file, line, section, key, value, field);
+}
+
 static const ConfigItem config_items[] = {
         { "Node", "Name", config_parse_node_name, config_dump_string, offsetof(Config, node_name) },
         { "Node", "StorageIP", config_parse_ip, config_dump_string, offsetof(Config, storage_ip) },
+        { "Node", "StorageInterface", config_parse_ifname, config_dump_string,
+          offsetof(Config, storage_interface) },
         { "Node", "HeartbeatInterval", config_parse_sec, config_dump_sec,
           offsetof(Config, heartbeat_interval) },
         { "Kubernetes", "Kubeconfig", config_parse_path, config_dump_string, offsetof(Config, kubeconfig) },
@@ -193,6 +205,7 @@ void config_done(Config *c) {
         free(c->namespace);
         free(c->control_socket);
         free(c->storage_ip);
+        free(c->storage_interface);
         free(c->storage_backend);
         strv_free(c->disks);
         strv_free(c->disk_classes);

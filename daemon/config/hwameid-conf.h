@@ -16,7 +16,8 @@
 typedef struct Config {
         /* [Node] */
         char *node_name;  /* Kubernetes node name; default: the host name */
-        char *storage_ip; /* NULL: the address this node reaches the API server from */
+        char *storage_ip;        /* NULL: the interface's address, or the one the API server is reached from */
+        char *storage_interface; /* NULL: none */
         usec_t heartbeat_interval;
 
         /* [Kubernetes] */

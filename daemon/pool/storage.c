@@ -1022,6 +1022,14 @@ void storage_forget_callbacks(Storage *s, void *userdata) {
                         op->done = NULL;
 }
 
+usec_t storage_busy_since(const Storage *s) {
+        usec_t a = worker_busy_since(s->worker), b = s->lvm ? lvm_busy_since(s->lvm) : 0;
+
+        if (a == 0 || (b != 0 && b < a))
+                return b;
+        return a;
+}
+
 StorageBackend storage_backend(const Storage *s) {
         return s->backend;
 }

@@ -116,6 +116,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Storage *, storage_free);
 
 StorageBackend storage_backend(const Storage *s);
 
+/* Since when (CLOCK_MONOTONIC) the current blocking step (an LVM command, a disk scan) runs; 0
+ * when idle. A status page says "LVM busy for 42 s" while the loop carries on. */
+usec_t storage_busy_since(const Storage *s);
+
 /* Rescans disks, builds or extends pools from free allowed disks, and takes a snapshot. */
 int storage_refresh(Storage *s, StorageDoneFn done, void *userdata);
 

@@ -4,6 +4,7 @@ Pools built from free disks of two classes, capacities as vgs reports them, repl
 through the extent mapping, two nodes with the same pool names, a disk that vanishes, and disks
 that must never be touched."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -79,8 +80,8 @@ def lvm_cli(d, *args):
     return json.loads(r.stdout)["report"][0]
 
 
-def lvm_node(standin, make_daemon, name, disks, extra=""):
-    d = make_daemon(name)
+def lvm_node(standin, make_daemon, name, disks, extra="", env=None):
+    d = make_daemon(name, env=env)
     d.kubeconfig.write_bytes(open(standin.kubeconfig, "rb").read())
     d.write_config(f"[Storage]\nBackend=lvm\nDisks={' '.join(disks)}\nLVMActivation=no\nRefreshInterval=1s\n{extra}",
                    node=name)
@@ -211,3 +212,30 @@ def test_vanished_disk_takes_its_pool_and_replicas_offline_and_nothing_else(stan
     assert standin.api("GET", f"{LVR}/on-a-r1")["status"]["state"] == "Ready"
     assert [x["state"] for x in lsn["pools"]["LocalStorage_PoolHDD"]["disks"]] == ["InUse"]
     assert d.status()["state"] == "running"
+
+
+def test_hung_lvm_command_never_blocks_the_loop(standin, make_daemon, loops):
+    a = loops.add("a", 64 * MiB)
+    d = lvm_node(standin, make_daemon, "node-a", [a], env={"WATCHDOG_USEC": "1000000"})
+    wait(lambda: pools_of(standin, "node-a"), what="pools")
+    # Hold the pool's LVM lock, as another LVM command would: the daemon's lvcreate waits for it.
+    lock_dir = d.dir / "lvm" / "lock"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "V_LocalStorage_PoolHDD", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        spec = {"volumeName": "pvc-h", "poolName": "LocalStorage_PoolHDD", "nodeName": "node-a",
+                "requiredCapacityBytes": 8 * MiB}
+        standin.api("POST", LVR, dict(lvr("pvc-h-r1", "pvc-h", "node-a"), spec=spec), expect=201)
+        wait(lambda: d.status()["storage"]["busySeconds"] >= 3, what="an LVM command stuck for 3 s")
+        # Meanwhile the loop answers and keeps the watchdog fed (systemd would kill it otherwise).
+        t0 = time.monotonic()
+        pings = 0
+        while time.monotonic() - t0 < 2:
+            d.notify.wait_key("WATCHDOG", timeout=1)
+            pings += 1
+        assert pings >= 3
+        assert "busy with one command" in d.ctl("status").stdout
+        assert standin.api("GET", f"{LVR}/pvc-h-r1").get("status", {}).get("state") in (None, "Creating")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    wait(lambda: standin.api("GET", f"{LVR}/pvc-h-r1").get("status", {}).get("state") == "Ready", what="Ready")
+    assert d.stop() == 0

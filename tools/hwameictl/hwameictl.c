@@ -91,7 +91,16 @@ static int print_status(const cJSON *st) {
                 const cJSON *storage = cJSON_GetObjectItemCaseSensitive(st, "storage"), *pool;
                 bool first = true;
 
-                print_field("Storage", json_get_string(storage, "backend"));
+                uint64_t busy = 0;
+                char line[128];
+
+                (void) json_get_u64(storage, "busySeconds", &busy);
+                if (busy > 0)
+                        snprintf(line, sizeof(line), "%s (busy with one command for %llus)",
+                                 strna(json_get_string(storage, "backend")), (unsigned long long) busy);
+                else
+                        snprintf(line, sizeof(line), "%s", strna(json_get_string(storage, "backend")));
+                print_field("Storage", line);
                 cJSON_ArrayForEach(pool, cJSON_GetObjectItemCaseSensitive(storage, "pools")) {
                         uint64_t total = 0, free_bytes = 0, volumes = 0;
                         bool offline = false;
