@@ -174,3 +174,11 @@ def test_replicas_of_other_nodes_are_left_alone(standin, storage_node):
     time.sleep(1.5)
     assert replica_status(standin, "pvc-o-x1") == {}
     assert os.listdir(storage_node.pools / "LocalStorage_PoolHDD") == []
+
+
+def test_replica_below_4mib_is_refused_by_the_api(standin, storage_node):
+    # The CRD's schema (minimum 4194304) stops it before any node sees it.
+    r = standin.request("POST", LVR, dict(lvr("tiny-r1", "tiny", "test-node"),
+                                          spec={"volumeName": "tiny", "poolName": "LocalStorage_PoolHDD",
+                                                "nodeName": "test-node", "requiredCapacityBytes": 1 * MiB}))
+    assert r.status == 422 and "requiredCapacityBytes" in r.json["message"]
