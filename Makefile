@@ -24,7 +24,7 @@ Q := @
 endif
 PYTHON := /usr/bin/python3
 PKG_CONFIG ?= pkg-config
-PKGS := libsystemd libcjson libcurl yaml-0.1 blkid libnl-route-3.0
+PKGS := libsystemd libcjson libcurl yaml-0.1 blkid libnl-route-3.0 libxxhash openssl
 
 ifeq ($(ASAN)$(UBSAN),)
 BUILDDIR ?= build
@@ -76,7 +76,8 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILDDIR)/tests/%,$(wildcard tests/uni
 FUZZERS := $(patsubst tests/fuzz/fuzz-%.c,%,$(filter-out tests/fuzz/fuzz-main.c,$(wildcard tests/fuzz/fuzz-*.c)))
 FUZZ_REPLAYS := $(FUZZERS:%=$(BUILDDIR)/fuzz/replay-%)
 
-PROGRAMS := $(BUILDDIR)/hwameid $(BUILDDIR)/hwameictl
+PROGRAMS := $(BUILDDIR)/hwameid $(BUILDDIR)/hwameictl $(BUILDDIR)/hwamei-nbd
+HWAMEI_NBD_OBJS := $(patsubst %.c,$(BUILDDIR)/%.o,$(wildcard tools/hwamei-nbd/*.c))
 
 # Test drivers: small programs that let the integration tests exercise one layer of the daemon.
 TEST_HELPERS := $(patsubst tests/helpers/%.c,$(BUILDDIR)/tests/helpers/%,$(wildcard tests/helpers/*.c))
@@ -101,6 +102,10 @@ $(BUILDDIR)/hwameid: $(BUILDDIR)/daemon/main.o $(LIBHWAMEID)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILDDIR)/hwameictl: $(BUILDDIR)/tools/hwameictl/hwameictl.o $(LIBHWAMEID)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILDDIR)/hwamei-nbd: $(HWAMEI_NBD_OBJS) $(LIBHWAMEID)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -186,6 +191,7 @@ check-format:
 install: all
 	install -Dm0755 $(BUILDDIR)/hwameid $(DESTDIR)$(sbindir)/hwameid
 	install -Dm0755 $(BUILDDIR)/hwameictl $(DESTDIR)$(bindir)/hwameictl
+	install -Dm0755 $(BUILDDIR)/hwamei-nbd $(DESTDIR)$(bindir)/hwamei-nbd
 	install -Dm0644 units/hwameid.service $(DESTDIR)$(unitdir)/hwameid.service
 	install -Dm0644 conf/hwameid.conf $(DESTDIR)$(sysconfdir)/hwameid/hwameid.conf
 

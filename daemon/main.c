@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -94,6 +95,8 @@ static int run(int argc, char *argv[]) {
         int r;
 
         log_setup("hwameid");
+        /* Writes to closed sockets and pipes are errors to handle, not a reason to die. */
+        (void) signal(SIGPIPE, SIG_IGN);
 
         r = parse_argv(argc, argv);
         if (r <= 0)

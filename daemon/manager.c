@@ -340,6 +340,8 @@ static int manager_on_signal(sd_event_source *s, const struct signalfd_siginfo *
         (void) s;
         switch (si->ssi_signo) {
         case SIGHUP:
+                if (m->state == MANAGER_STOPPING)
+                        return 0; /* too late to reload */
                 (void) manager_reload(m);
                 return 0;
         case SIGTERM:

@@ -12,9 +12,14 @@
 
 static char notify_status_text[256] = "Starting.";
 
+/* Keeps the text on one line: a newline in a message from the API would add assignments. */
 static void remember_status(const char *status) {
-        if (status)
-                (void) snprintf(notify_status_text, sizeof(notify_status_text), "%s", status);
+        if (!status)
+                return;
+        (void) snprintf(notify_status_text, sizeof(notify_status_text), "%s", status);
+        for (char *p = notify_status_text; *p; p++)
+                if ((unsigned char) *p < ' ' || *p == 0x7f)
+                        *p = ' ';
 }
 
 static int notify_send(const char *fmt, ...) _printf_(1, 2);
@@ -45,6 +50,9 @@ int notify_status(const char *format, ...) {
         va_start(ap, format);
         (void) vsnprintf(buf, sizeof(buf), format, ap);
         va_end(ap);
+        for (char *p = buf; *p; p++)
+                if ((unsigned char) *p < ' ' || *p == 0x7f)
+                        *p = ' ';
 
         if (streq(buf, notify_status_text))
                 return 0;

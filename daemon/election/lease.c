@@ -215,6 +215,11 @@ static void leader_on_acquire(KubeRequest *req, KubeResponse *resp, void *userda
 
         (void) req;
         le->request = NULL;
+        if (resp->error == -ENOENT) {
+                /* The Lease was deleted: the next try creates it. */
+                cJSON_Delete(le->lease);
+                le->lease = NULL;
+        }
         if (resp->error < 0) {
                 _cleanup_json_ cJSON *current = NULL;
 
@@ -460,6 +465,11 @@ int leader_elector_new(KubeClient *client, const LeaderElectorConfig *config,
 LeaderElector *leader_elector_free(LeaderElector *le) {
         if (!le)
                 return NULL;
+        /* Whatever was guarded by the lease stops with the elector, even without a release. */
+        if ((le->state == LEADER_LEADING || le->state == LEADER_RELEASING) && le->cb.stopped_leading) {
+                le->state = LEADER_STOPPED;
+                le->cb.stopped_leading(le, le->userdata);
+        }
         kube_request_cancel(le->request);
         informer_free(le->informer);
         sd_event_source_disable_unref(le->timer);
@@ -555,10 +565,14 @@ static void heartbeat_on_write(KubeRequest *req, KubeResponse *resp, void *userd
         (void) req;
         hb->request = NULL;
         if (resp->error == -ESTALE || resp->error == -ENOENT || resp->error == -EEXIST) {
-                /* Someone else wrote it, or it vanished: fetch it and write again. */
+                /* Someone else wrote it, or it (or its namespace) vanished: fetch it and write
+                 * again, after a pause so that a missing namespace or a twin node name does not
+                 * turn into a request storm. */
                 cJSON_Delete(hb->lease);
                 hb->lease = NULL;
-                heartbeat_tick(hb);
+                log_ratelimit(LOG_NOTICE, USEC_PER_MINUTE, 1, "Heartbeat lease %s/%s: %s", hb->ns, hb->name,
+                              resp->message);
+                heartbeat_arm(hb, MIN(hb->interval, 5 * USEC_PER_SEC));
                 return;
         }
         if (resp->error < 0) {

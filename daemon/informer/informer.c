@@ -36,6 +36,8 @@ struct Informer {
         bool synced;
 
         usec_t backoff, last_failure;
+        usec_t watch_started;  /* when the current watch was started */
+        unsigned watch_events; /* stats.events then */
         int last_error;
         char last_message[256];
         char stream_error[256]; /* what an ERROR event said */
@@ -94,6 +96,8 @@ static int query_add(char **q, const char *key, const char *value) {
 
 /* ---- failures and backoff ------------------------------------------------------------------ */
 
+static void informer_fail(Informer *inf, int error, const char *message, usec_t retry_after, bool relist);
+
 static int informer_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Informer *inf = userdata;
         int r;
@@ -101,7 +105,7 @@ static int informer_on_timer(sd_event_source *s, uint64_t usec, void *userdata) 
         (void) s, (void) usec;
         r = inf->next_is_list ? informer_list(inf) : informer_watch(inf);
         if (r < 0)
-                log_warning_errno(r, "Informer %s: failed to start a request: %m", inf->name);
+                informer_fail(inf, r, "failed to start a request", 0, inf->next_is_list);
         return 0;
 }
 
@@ -110,7 +114,9 @@ static void informer_fail(Informer *inf, int error, const char *message, usec_t 
         usec_t n = now(CLOCK_MONOTONIC), delay;
 
         inf->stats.errors++;
-        bool was_healthy = inf->last_error == 0;
+        /* The owner hears of every change of error, so that a 401 after a connection error still
+         * makes it look at its credentials. */
+        bool changed = inf->last_error != error;
         inf->last_error = error;
         (void) snprintf(inf->last_message, sizeof(inf->last_message), "%s", message ?: strerror(-error));
 
@@ -131,7 +137,7 @@ static void informer_fail(Informer *inf, int error, const char *message, usec_t 
         informer_set_state(inf, INFORMER_BACKOFF);
         (void) sd_event_source_set_time(inf->timer, n + delay);
         (void) sd_event_source_set_enabled(inf->timer, SD_EVENT_ONESHOT);
-        if (was_healthy && inf->handlers.health)
+        if (changed && inf->handlers.health)
                 inf->handlers.health(inf, error, inf->userdata);
 }
 
@@ -342,6 +348,12 @@ static void informer_on_watch_done(KubeRequest *req, KubeResponse *resp, void *u
         (void) req;
         inf->request = NULL;
 
+        if (resp->error == 0 && now(CLOCK_MONOTONIC) - inf->watch_started < USEC_PER_SEC &&
+            inf->stats.events == inf->watch_events) {
+                /* Ended at once with nothing in it: something in between is wrong; do not spin. */
+                informer_fail(inf, -ECONNRESET, "the watch ended as soon as it started", 0, false);
+                return;
+        }
         if (resp->error == 0) {
                 /* The server ended the watch (its timeout): carry on from where we are. */
                 informer_healthy(inf);
@@ -396,6 +408,8 @@ static int informer_watch(Informer *inf) {
         if (r < 0)
                 return r;
         inf->stats.watches++;
+        inf->watch_started = now(CLOCK_MONOTONIC);
+        inf->watch_events = inf->stats.events;
         informer_set_state(inf, INFORMER_WATCHING);
         return 0;
 }

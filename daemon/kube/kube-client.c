@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "../basic/json-util.h"
 #include "../basic/list.h"
@@ -30,6 +31,7 @@ struct KubeRequest {
 
         CURL *easy;
         struct curl_slist *headers;
+        struct curl_slist *connect_to; /* libcurl does not copy it: each transfer has its own */
         char errbuf[CURL_ERROR_SIZE];
         char *resp;
         size_t resp_len, resp_cap;
@@ -133,6 +135,7 @@ static void kube_request_free(KubeRequest *r) {
         else
                 LIST_REMOVE(requests, c->queued, r);
         curl_slist_free_all(r->headers);
+        curl_slist_free_all(r->connect_to);
         free(r->resp);
         free(r->path);
         free(r->body);
@@ -435,6 +438,13 @@ static int kube_client_on_curl_timer(sd_event_source *s, uint64_t usec, void *us
                         return -EIO;                                                                        \
         } while (0)
 
+/* libcurl 7.88 does not create its sockets close-on-exec. */
+static curl_socket_t kube_client_open_socket(void *clientp, curlsocktype purpose,
+                                             struct curl_sockaddr *address) {
+        (void) clientp, (void) purpose;
+        return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 static int kube_request_setup(KubeRequest *r) {
         KubeClient *c = r->client;
         _cleanup_free_ char *url = NULL;
@@ -462,6 +472,7 @@ static int kube_request_setup(KubeRequest *r) {
         SETOPT(r->easy, CURLOPT_HEADERDATA, r);
         SETOPT(r->easy, CURLOPT_USERAGENT, c->user_agent);
         SETOPT(r->easy, CURLOPT_PIPEWAIT, 1L); /* prefer multiplexing over a new connection */
+        SETOPT(r->easy, CURLOPT_OPENSOCKETFUNCTION, kube_client_open_socket);
         if (r->watch) {
                 SETOPT(r->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
                 SETOPT(r->easy, CURLOPT_LOW_SPEED_TIME, KUBE_WATCH_SILENCE_SEC);
@@ -480,8 +491,13 @@ static int kube_request_setup(KubeRequest *r) {
                 SETOPT(r->easy, CURLOPT_SSLKEYTYPE, "PEM");
                 SETOPT(r->easy, CURLOPT_SSLKEY_BLOB, &c->key);
         }
-        if (c->connect_to)
-                SETOPT(r->easy, CURLOPT_CONNECT_TO, c->connect_to);
+        if (c->connect_to) {
+                curl_slist_free_all(r->connect_to);
+                r->connect_to = curl_slist_append(NULL, c->connect_to->data);
+                if (!r->connect_to)
+                        return -ENOMEM;
+                SETOPT(r->easy, CURLOPT_CONNECT_TO, r->connect_to);
+        }
         if (c->proxy)
                 SETOPT(r->easy, CURLOPT_PROXY, c->proxy);
 

@@ -22,6 +22,8 @@ struct LsnWriter {
         KubeUpdate *update;   /* status write in flight */
         bool dirty;           /* a sync was asked for while a write was in flight */
         unsigned writes;
+        sd_event_source *retry; /* after a failed write */
+        usec_t retry_delay;
 };
 
 static int strcmp_ptr(const void *a, const void *b) {
@@ -270,6 +272,12 @@ void lsn_writer_sync(LsnWriter *w) {
                            &w->update);
 }
 
+static int lsn_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        lsn_writer_sync(userdata);
+        return 0;
+}
+
 static void lsn_on_object(Informer *inf, const cJSON *obj, void *userdata) {
         (void) inf, (void) obj;
         lsn_writer_sync(userdata);
@@ -330,6 +338,11 @@ int lsn_writer_new(KubeClient *client, Storage *storage, const LsnConfig *config
                          &handlers, w, &w->informer);
         if (r < 0)
                 return r;
+        r = sd_event_add_time(kube_client_event(client), &w->retry, CLOCK_MONOTONIC, USEC_INFINITY, 0,
+                              lsn_on_retry, w);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(w->retry, "lsn-retry");
         *ret = TAKE_PTR(w);
         return 0;
 }
@@ -339,6 +352,7 @@ LsnWriter *lsn_writer_free(LsnWriter *w) {
                 return NULL;
         kube_request_cancel(w->request);
         kube_update_cancel(w->update);
+        sd_event_source_disable_unref(w->retry);
         informer_free(w->informer);
         free(w->node);
         free(w->storage_ip);

@@ -23,6 +23,17 @@ typedef enum ReplicaAction {
         ACTION_DELETE, /* deleting the object after spec.delete */
 } ReplicaAction;
 
+/* A storage operation that failed for a replica: retried with a growing delay, not at once. */
+typedef struct ReplicaFailure {
+        char *name;
+        char *message;
+        unsigned attempts;
+        usec_t not_before;
+} ReplicaFailure;
+
+#define REPLICA_RETRY_MIN (1 * USEC_PER_SEC)
+#define REPLICA_RETRY_MAX (5 * USEC_PER_MINUTE)
+
 struct ReplicaController {
         KubeClient *client;
         Storage *storage;
@@ -35,6 +46,8 @@ struct ReplicaController {
         KubeRequest *request;
         KubeUpdate *update;
         sd_event_source *defer;
+        Hashmap *failures; /* name → ReplicaFailure */
+        sd_event_source *retry_timer;
 };
 
 /* ---- the queue ---------------------------------------------------------------------------- */
@@ -231,14 +244,74 @@ static int replica_update(ReplicaController *rc, const char *name, KubeMutateFn 
 
 /* ---- storage ------------------------------------------------------------------------------- */
 
+static void replica_failure_free(void *p) {
+        ReplicaFailure *f = p;
+
+        if (!f)
+                return;
+        free(f->name);
+        free(f->message);
+        free(f);
+}
+
+static void replica_arm_retry(ReplicaController *rc) {
+        usec_t next = USEC_INFINITY;
+        ReplicaFailure *f;
+
+        HASHMAP_FOREACH(f, rc->failures)
+        next = MIN(next, f->not_before);
+        if (next == USEC_INFINITY)
+                return;
+        (void) sd_event_source_set_time(rc->retry_timer, next);
+        (void) sd_event_source_set_enabled(rc->retry_timer, SD_EVENT_ONESHOT);
+}
+
+static int replica_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        ReplicaController *rc = userdata;
+        ReplicaFailure *f;
+
+        (void) s, (void) usec;
+        HASHMAP_FOREACH(f, rc->failures)
+        if (f->not_before <= now(CLOCK_MONOTONIC))
+                replica_enqueue(rc, f->name);
+        replica_arm_retry(rc);
+        return 0;
+}
+
+/* Remembers (or forgets, error == 0) a storage failure of a replica. */
+static void replica_record(ReplicaController *rc, const char *name, int error, const char *message) {
+        ReplicaFailure *f = hashmap_get(rc->failures, name);
+
+        if (error >= 0) {
+                if (f) {
+                        hashmap_remove(rc->failures, name);
+                        replica_failure_free(f);
+                }
+                return;
+        }
+        if (!f) {
+                f = calloc(1, sizeof(*f));
+                if (!f || !(f->name = strdup(name)) || hashmap_put(rc->failures, f->name, f) < 0) {
+                        replica_failure_free(f);
+                        return;
+                }
+        }
+        (void) free_and_strdup(&f->message, message ?: strerror(-error));
+        f->attempts++;
+        f->not_before = now(CLOCK_MONOTONIC) +
+                        MIN(REPLICA_RETRY_MIN << MIN(f->attempts - 1, 20U), REPLICA_RETRY_MAX);
+        replica_arm_retry(rc);
+}
+
 static void replica_on_storage(int error, const char *message, void *userdata) {
         ReplicaController *rc = userdata;
         char *name = TAKE_PTR(rc->busy);
 
-        if (error < 0) {
-                log_warning("Replica %s: %s", strna(name), strna(message));
-                /* The next look at it reports the failure in its status. */
-        }
+        if (error < 0)
+                log_warning("Replica %s: %s; retrying later.", strna(name), strna(message));
+        if (name)
+                replica_record(rc, name, error, message);
+        /* Look again now: the status says what happened; a failed operation waits for its retry. */
         rc->action = ACTION_NONE;
         replica_enqueue(rc, name);
         free(name);
@@ -259,6 +332,8 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
         const cJSON *spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
         const cJSON *annotations = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
         const char *name = json_get_string(meta, "name");
+        const char *uid = json_get_string(meta, "uid");
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
         const char *volume = json_get_string(spec, "volumeName");
         const char *pool = json_get_string(spec, "poolName");
         bool deleting = cJSON_GetObjectItemCaseSensitive(meta, "deletionTimestamp") != NULL;
@@ -297,9 +372,14 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
         }
 
         v = storage_find_volume(rc->storage, pool, volume);
+        const ReplicaFailure *failure = hashmap_get(rc->failures, name);
+        bool waiting = failure && now(CLOCK_MONOTONIC) < failure->not_before;
+        bool foreign = v && v->owner && uid && !streq(v->owner, uid);
 
         if (deleting || delete_requested) {
-                if (v) {
+                if (v && !foreign) {
+                        if (waiting)
+                                return 0; /* the last removal failed: its retry timer brings us back */
                         if (!streq_ptr(json_get_string(cJSON_GetObjectItemCaseSensitive(obj, "status"),
                                                        "state"),
                                        "ToBeDeleted")) {
@@ -314,7 +394,7 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
                                         return r;
                         }
                         log_info("Removing volume %s/%s of replica %s.", pool, volume, name);
-                        r = storage_volume_delete(rc->storage, pool, volume, replica_on_storage, rc);
+                        r = storage_volume_delete(rc->storage, pool, volume, uid, replica_on_storage, rc);
                         if (r < 0)
                                 return r;
                         rc->action = ACTION_STORAGE;
@@ -345,6 +425,15 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
         if (!replica_has_finalizer(obj))
                 return replica_update(rc, name, replica_add_finalizer);
 
+        if (foreign) {
+                snprintf(msg, sizeof(msg), "volume %s in pool %s belongs to another replica (UID %s)",
+                         volume, pool, v->owner);
+                st = (ReplicaStatus){ .state = "NotReady",
+                                      .reason = "VolumeOwnedElsewhere",
+                                      .message = msg };
+                return replica_write_status(rc, obj, &st);
+        }
+
         p = storage_find_pool(rc->storage, pool);
         if (!p) {
                 snprintf(msg, sizeof(msg), "pool %s does not exist on node %s", pool, rc->node);
@@ -352,8 +441,43 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
                 return replica_write_status(rc, obj, &st);
         }
 
+        /* A pool that lost its disks may not list the volume any more: the disk is the problem. */
+        if (!v && p->offline) {
+                snprintf(msg, sizeof(msg), "pool %s is offline: %s", pool, strna(p->message));
+                st = (ReplicaStatus){ .state = "NotReady", .reason = "DiskOffline", .message = msg };
+                return replica_write_status(rc, obj, &st);
+        }
+
+        /* A replica that had a volume and lost it is not given an empty one: that would look Ready
+         * with its data gone. Someone who knows (the cluster's controllers) decides. */
+        uint64_t had = 0;
+        if (!v && json_get_u64(status, "allocatedCapacityBytes", &had) >= 0 && had > 0) {
+                snprintf(msg, sizeof(msg),
+                         "the volume %s that held this replica's data is gone from pool %s; it is not "
+                         "recreated empty",
+                         volume, pool);
+                st = (ReplicaStatus){ .state = "NotReady", .reason = "VolumeLost", .message = msg };
+                return replica_write_status(rc, obj, &st);
+        }
+
         if (!v || v->size < ROUND_UP(size, MAX(p->extent_size, (uint64_t) 1))) {
                 uint64_t need = ROUND_UP(size, MAX(p->extent_size, (uint64_t) 1)) - (v ? v->size : 0);
+
+                if (waiting) {
+                        st = (ReplicaStatus){ .state = "NotReady",
+                                              .reason = "StorageFailed",
+                                              .message = failure->message,
+                                              .volume = v,
+                                              .pool = pool,
+                                              .volume_name = volume };
+                        return replica_write_status(rc, obj, &st);
+                }
+                if (!v && p->volume_count >= STORAGE_VOLUMES_PER_POOL) {
+                        snprintf(msg, sizeof(msg), "pool %s holds %u volumes already", pool,
+                                 p->volume_count);
+                        st = (ReplicaStatus){ .state = "NotReady", .reason = "PoolFull", .message = msg };
+                        return replica_write_status(rc, obj, &st);
+                }
 
                 if (p->offline) {
                         snprintf(msg, sizeof(msg), "pool %s is offline: %s", pool, strna(p->message));
@@ -385,11 +509,13 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
                                 return r;
                         log_info("Creating volume %s/%s (%s) for replica %s.", pool, volume,
                                  FORMAT_BYTES(size), name);
-                        r = storage_volume_create(rc->storage, pool, volume, size, replica_on_storage, rc);
+                        r = storage_volume_create(rc->storage, pool, volume, size, uid, replica_on_storage,
+                                                  rc);
                 } else {
                         log_info("Growing volume %s/%s to %s for replica %s.", pool, volume,
                                  FORMAT_BYTES(size), name);
-                        r = storage_volume_resize(rc->storage, pool, volume, size, replica_on_storage, rc);
+                        r = storage_volume_resize(rc->storage, pool, volume, size, uid, replica_on_storage,
+                                                  rc);
                 }
                 if (r < 0)
                         return r;
@@ -487,8 +613,15 @@ int replica_controller_new(KubeClient *client, Storage *storage, EventRecorder *
         if (!rc->node || asprintf(&rc->selector, "spec.nodeName=%s", node_name) < 0)
                 return -ENOMEM;
         r = hashmap_new(&rc->queue);
+        if (r >= 0)
+                r = hashmap_new(&rc->failures);
         if (r < 0)
                 return r;
+        r = sd_event_add_time(kube_client_event(client), &rc->retry_timer, CLOCK_MONOTONIC, USEC_INFINITY, 0,
+                              replica_on_retry, rc);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(rc->retry_timer, "replica-retry");
         /* Only this node's replicas: the API server filters them (a selectable field of the CRD). */
         r = informer_new(client,
                          &(InformerConfig){ .name = "localvolumereplicas",
@@ -518,7 +651,9 @@ ReplicaController *replica_controller_free(ReplicaController *rc) {
         kube_update_cancel(rc->update);
         informer_free(rc->informer);
         sd_event_source_disable_unref(rc->defer);
+        sd_event_source_disable_unref(rc->retry_timer);
         hashmap_free_with(rc->queue, free_name);
+        hashmap_free_with(rc->failures, replica_failure_free);
         free(rc->busy);
         free(rc->node);
         free(rc->selector);

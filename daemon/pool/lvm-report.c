@@ -171,6 +171,7 @@ static void lvm_lv_done(LvmLv *l) {
         free(l->name);
         free(l->vg_name);
         free(l->attr);
+        free(l->tags);
         for (size_t i = 0; i < l->n_ranges; i++)
                 free(l->ranges[i].pv);
         free(l->ranges);
@@ -378,7 +379,7 @@ int lvm_report_parse_lvs(const char *json, LvmLv **ret, size_t *ret_n) {
                 const cJSON *row = rows[i];
                 const char *name = field_string(row, "lv_name"), *vg = field_string(row, "vg_name"),
                            *attr = field_string(row, "lv_attr"), *active = field_string(row, "lv_active"),
-                           *open = field_string(row, "lv_device_open"),
+                           *open = field_string(row, "lv_device_open"), *tags = field_string(row, "lv_tags"),
                            *ranges = field_string(row, "seg_pe_ranges");
                 uint64_t size, start;
                 LvmLv *l;
@@ -386,6 +387,8 @@ int lvm_report_parse_lvs(const char *json, LvmLv **ret, size_t *ret_n) {
                 if (!name || !lvm_name_is_valid(name) || !vg || !lvm_name_is_valid(vg) || !attr ||
                     !string_is_printable(attr) || strlen(attr) > LVM_ATTR_MAX || !active ||
                     !string_is_printable(active) || !open || !string_is_printable(open) || !ranges ||
+                    (cJSON_GetObjectItemCaseSensitive(row, "lv_tags") &&
+                     (!tags || !string_is_printable(tags))) ||
                     field_u64(row, "lv_size", LVM_SIZE_MAX, &size) < 0 ||
                     field_u64(row, "seg_start_pe", LVM_EXTENT_MAX, &start) < 0) {
                         r = -EBADMSG;
@@ -408,7 +411,8 @@ int lvm_report_parse_lvs(const char *json, LvmLv **ret, size_t *ret_n) {
                         l = &lvs[n++];
                         if ((r = strdup_checked(name, &l->name)) < 0 ||
                             (r = strdup_checked(vg, &l->vg_name)) < 0 ||
-                            (r = strdup_checked(attr, &l->attr)) < 0)
+                            (r = strdup_checked(attr, &l->attr)) < 0 ||
+                            (tags && (r = strdup_checked(tags, &l->tags)) < 0))
                                 goto fail;
                         l->size = size;
                         /* "active", "" or, with activation disabled, "unknown". */

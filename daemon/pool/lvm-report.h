@@ -42,6 +42,7 @@ typedef struct LvmLv {
         char *attr;  /* lv_attr, e.g. "-wi-a-----" */
         bool active; /* lv_active is "active" (it is "" when inactive, "unknown" without device-mapper) */
         bool open;   /* lv_device_open is "open" */
+        char *tags;  /* lv_tags: comma-separated, "" when none (NULL when the report lacks the field) */
         LvmExtentRange *ranges; /* in logical order */
         size_t n_ranges;
 } LvmLv;
@@ -49,7 +50,8 @@ typedef struct LvmLv {
 /* Report field lists the parsers expect (pass them to -o). */
 #define LVM_VG_FIELDS "vg_name,vg_size,vg_free,vg_extent_size,pv_count,lv_count"
 #define LVM_PV_FIELDS "pv_name,vg_name,pv_size,pv_free,pe_start,pv_missing"
-#define LVM_LV_FIELDS "lv_name,vg_name,lv_size,lv_attr,lv_active,lv_device_open,seg_start_pe,seg_pe_ranges"
+#define LVM_LV_FIELDS                                                                                       \
+        "lv_name,vg_name,lv_size,lv_attr,lv_active,lv_device_open,lv_tags,seg_start_pe,seg_pe_ranges"
 
 int lvm_report_parse_vgs(const char *json, LvmVg **ret, size_t *ret_n);
 int lvm_report_parse_pvs(const char *json, LvmPv **ret, size_t *ret_n);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
+#include "../basic/hashmap.h"
 #include "../basic/list.h"
 #include "../basic/string-util.h"
 #include "../basic/worker.h"
@@ -97,6 +99,7 @@ static void snapshot_free(StorageSnapshot *s) {
                 free(v->name);
                 free(v->pool);
                 free(v->path);
+                free(v->owner);
                 strv_free(v->disks);
                 for (size_t j = 0; j < v->n_extents; j++)
                         free((char *) v->extents[j].path);
@@ -110,6 +113,27 @@ static void snapshot_free(StorageSnapshot *s) {
 DEFINE_TRIVIAL_CLEANUP_FUNC(StorageSnapshot *, snapshot_free);
 
 /* Growable arrays in a snapshot. */
+#define STORAGE_OWNER_TAG   "hwameid_owner_"
+#define STORAGE_OWNER_XATTR "user.hwameid.owner"
+
+static bool owner_is_valid(const char *owner) {
+        size_t n = owner ? strlen(owner) : 0;
+        return n > 0 && n <= 64 &&
+               strspn(owner, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") == n;
+}
+
+/* The owner named in LVM's comma-separated tags, or NULL. */
+static char *owner_from_tags(const char *tags) {
+        const char *p;
+        size_t n;
+
+        if (!tags || !(p = strstr(tags, STORAGE_OWNER_TAG)))
+                return NULL;
+        p += strlen(STORAGE_OWNER_TAG);
+        n = strcspn(p, ",");
+        return n > 0 ? strndup(p, n) : NULL;
+}
+
 #define SNAPSHOT_APPEND(array, n, ret)                                                                      \
         ({                                                                                                  \
                 __typeof__(array) _a_ = realloc((array), sizeof(*(array)) * ((n) + 1));                     \
@@ -134,7 +158,7 @@ typedef struct StorageOp StorageOp;
 struct StorageOp {
         Storage *storage;
         StorageOpType type;
-        char *pool, *name;
+        char *pool, *name, *owner;
         uint64_t size;
         StorageDoneFn done;
         void *userdata;
@@ -167,6 +191,8 @@ struct Storage {
         LvmWorker *lvm;
         StorageSnapshot *snapshot;
         StorageOp *running;
+        sd_event_source *defer; /* starts the next operation */
+        Hashmap *users;         /* "pool/name" → VolumeUsers: volumes that are open */
         LIST_HEAD(StorageOp, queue);
         bool freeing; /* completions that arrive now only free their operation */
 };
@@ -182,6 +208,7 @@ static void storage_op_free(StorageOp *op) {
         free(op->lvs_report);
         free(op->pool);
         free(op->name);
+        free(op->owner);
         free(op);
 }
 
@@ -295,6 +322,12 @@ static int file_scan(const Storage *s, StorageSnapshot **ret) {
                         }
                         v->name = strdup(de->d_name);
                         v->pool = strdup(pool);
+                        char owner[80];
+                        ssize_t k = getxattr(path, STORAGE_OWNER_XATTR, owner, sizeof(owner) - 1);
+                        if (k > 0) {
+                                owner[k] = '\0';
+                                v->owner = strdup(owner);
+                        }
                         v->path = TAKE_PTR(path);
                         v->size = (uint64_t) st.st_size;
                         if (!v->name || !v->pool || strv_extend(&v->disks, dir) < 0) {
@@ -330,6 +363,9 @@ static int file_run(void *job, void *state) {
                 _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
                 if (fd < 0 && errno == EEXIST)
                         break; /* sizes are checked on the loop */
+                /* Filesystems without user xattrs keep no owner; the replica checks then rest on names. */
+                if (fd >= 0 && op->owner)
+                        (void) fsetxattr(fd, STORAGE_OWNER_XATTR, op->owner, strlen(op->owner), 0);
                 if (fd < 0 || ftruncate(fd, (off_t) op->size) < 0 || fsync(fd) < 0) {
                         r = -errno;
                         snprintf(op->message, sizeof(op->message), "creating '%s' failed: %s", path,
@@ -421,6 +457,7 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
                 p->used = vgs[i].size - MIN(vgs[i].free, vgs[i].size);
                 p->extent_size = vgs[i].extent_size;
                 p->volume_count = vgs[i].lv_count;
+                p->disk_count = vgs[i].pv_count;
         }
 
         for (size_t i = 0; i < n_pvs; i++) {
@@ -448,6 +485,23 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
                         pool->offline = true;
                         free(pool->message);
                         if (asprintf(&pool->message, "disk %s is missing", pvs[i].name) < 0)
+                                pool->message = NULL;
+                }
+        }
+
+        /* A VG that counts more PVs than are present has lost some, whether or not pvs lists them
+         * as missing (it does not always, right after a disk went away). */
+        for (size_t j = 0; j < snap->n_pools; j++) {
+                StoragePool *pool = &snap->pools[j];
+                unsigned present = 0;
+
+                for (size_t k = 0; k < snap->n_disks; k++)
+                        if (streq_ptr(snap->disks[k].pool, pool->name) && snap->disks[k].state == STORAGE_DISK_IN_USE)
+                                present++;
+                if (present < pool->disk_count && !pool->offline) {
+                        pool->offline = true;
+                        if (asprintf(&pool->message, "%u of its %u disks are missing", pool->disk_count - present,
+                                     pool->disk_count) < 0)
                                 pool->message = NULL;
                 }
         }
@@ -494,6 +548,7 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
                         goto finish;
                 }
                 v->size = lvs[i].size;
+                v->owner = owner_from_tags(lvs[i].tags);
                 if (s->lvm_activation) {
                         v->path = storage_volume_dev_path(pool->name, lvs[i].name);
                         if (!v->path) {
@@ -550,10 +605,55 @@ static int snapshot_carry_lost_pools(const StorageSnapshot *old, StorageSnapshot
                 StoragePool *p;
                 bool present = false;
 
+                StoragePool *now_pool = NULL;
                 for (size_t j = 0; j < snap->n_pools; j++)
-                        present = present || streq(snap->pools[j].name, op->name);
-                if (present)
+                        if (streq(snap->pools[j].name, op->name))
+                                now_pool = &snap->pools[j];
+                present = now_pool != NULL;
+                if (present) {
+                        /* Still there but missing disks: the disks and volumes LVM no longer
+                         * shows stay, offline. */
+                        if (!now_pool->offline)
+                                continue;
+                        for (size_t j = 0; j < old->n_disks; j++) {
+                                const StorageDisk *od = &old->disks[j];
+                                StorageDisk *d;
+                                bool listed = false;
+
+                                if (!streq_ptr(od->pool, op->name))
+                                        continue;
+                                for (size_t k = 0; k < snap->n_disks; k++)
+                                        listed = listed || streq(snap->disks[k].dev_path, od->dev_path);
+                                if (listed)
+                                        continue;
+                                if (SNAPSHOT_APPEND(snap->disks, snap->n_disks, d) < 0 ||
+                                    !(d->dev_path = strdup(od->dev_path)) || !(d->pool = strdup(od->pool)))
+                                        return -ENOMEM;
+                                d->class = od->class;
+                                d->capacity = od->capacity;
+                                d->state = STORAGE_DISK_OFFLINE;
+                        }
+                        for (size_t j = 0; j < old->n_volumes; j++) {
+                                const StorageVolume *ov = &old->volumes[j];
+                                StorageVolume *v;
+                                bool listed = false;
+
+                                if (!streq(ov->pool, op->name))
+                                        continue;
+                                for (size_t k = 0; k < snap->n_volumes; k++)
+                                        listed = listed || (streq(snap->volumes[k].pool, ov->pool) &&
+                                                            streq(snap->volumes[k].name, ov->name));
+                                if (listed)
+                                        continue;
+                                if (SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v) < 0 ||
+                                    !(v->name = strdup(ov->name)) || !(v->pool = strdup(ov->pool)) ||
+                                    !(v->disks = strv_copy(ov->disks)) || (ov->owner && !(v->owner = strdup(ov->owner))))
+                                        return -ENOMEM;
+                                v->size = ov->size;
+                                v->offline = true;
+                        }
                         continue;
+                }
 
                 if (SNAPSHOT_APPEND(snap->pools, snap->n_pools, p) < 0 || !(p->name = strdup(op->name)))
                         return -ENOMEM;
@@ -596,6 +696,8 @@ static int snapshot_carry_lost_pools(const StorageSnapshot *old, StorageSnapshot
                                 return -ENOMEM;
                         v->size = ov->size;
                         v->offline = true;
+                        if (ov->owner && !(v->owner = strdup(ov->owner)))
+                                return -ENOMEM;
                 }
         }
         return 0;
@@ -662,14 +764,24 @@ static int lvm_queue_pool_growth(StorageOp *op, const StorageSnapshot *snap) {
                 pool = pool_name_for_class(d->class);
                 if (!pool)
                         return -ENOMEM;
+                /* A pool whose disks vanished is not made again from other disks: its volumes
+                 * would silently come back empty. It returns when its disks do. */
+                const StoragePool *lost = storage_find_pool(op->storage, pool);
+                bool present = false;
                 for (size_t j = 0; j < snap->n_pools; j++)
                         if (streq(snap->pools[j].name, pool))
-                                exists = true;
+                                exists = present = true;
+                if (lost && lost->offline && !present) {
+                        log_ratelimit(LOG_WARNING, 10 * USEC_PER_MINUTE, 1,
+                                      "Not adding disk %s: pool %s lost its disks (%s).", d->dev_path, pool,
+                                      strna(lost->message));
+                        continue;
+                }
                 /* A pool made by an earlier command of this same pass exists too. */
                 for (char **c = op->pending_cmds + op->next_cmd; c && *c; c++)
                         if (startswith(*c, "vgcreate ") && strstr(*c, pool))
                                 exists = true;
-                if (asprintf(&pvcreate, "pvcreate -y %s", d->dev_path) < 0 ||
+                if (asprintf(&pvcreate, "pvcreate %s", d->dev_path) < 0 ||
                     asprintf(&vgcmd, "%s %s %s", exists ? "vgextend" : "vgcreate", pool, d->dev_path) < 0)
                         return -ENOMEM;
                 if (strv_extend(&op->pending_cmds, pvcreate) < 0 ||
@@ -822,8 +934,29 @@ static int storage_op_check(StorageOp *op) {
                 return 0;
         pool = storage_find_pool(s, op->pool);
         v = storage_find_volume(s, op->pool, op->name);
-        if (op->type == OP_DELETE)
-                return v ? 0 : 1;
+        if (v && v->owner && op->owner && !streq(v->owner, op->owner)) {
+                op->error = -EPERM;
+                snprintf(op->message, sizeof(op->message), "volume %s in pool %s belongs to %s, not %s",
+                         op->name, op->pool, v->owner, op->owner);
+                return -EPERM;
+        }
+        if (op->type == OP_DELETE) {
+                if (!v)
+                        return 1;
+                if (storage_volume_users(s, op->pool, op->name) > 0) {
+                        op->error = -EBUSY;
+                        snprintf(op->message, sizeof(op->message), "volume %s in pool %s is open", op->name,
+                                 op->pool);
+                        return -EBUSY;
+                }
+                if (pool && pool->offline) {
+                        op->error = -EIO;
+                        snprintf(op->message, sizeof(op->message), "pool %s is offline: %s", pool->name,
+                                 strna(pool->message));
+                        return -EIO;
+                }
+                return 0;
+        }
         if (!pool) {
                 op->error = -ENOENT;
                 snprintf(op->message, sizeof(op->message), "pool %s does not exist on this node", op->pool);
@@ -893,8 +1026,10 @@ static int storage_op_start(StorageOp *op) {
         case OP_REFRESH:
                 return worker_submit(s->worker, disk_scan_run, disk_scan_done, op, NULL);
         case OP_CREATE:
-                r = asprintf(&cmd, "lvcreate -y%s%s -L %" PRIu64 "b -n %s %s", noact,
-                             s->lvm_activation ? "" : " -an -Zn", op->size, op->name, op->pool);
+                r = asprintf(&cmd, "lvcreate -y%s%s -L %" PRIu64 "b%s%s -n %s %s", noact,
+                             s->lvm_activation ? "" : " -an -Zn", op->size,
+                             op->owner ? " --addtag " STORAGE_OWNER_TAG : "", strempty(op->owner), op->name,
+                             op->pool);
                 break;
         case OP_RESIZE:
                 r = asprintf(&cmd, "lvextend%s -L %" PRIu64 "b %s/%s", noact, op->size, op->pool, op->name);
@@ -934,13 +1069,15 @@ static int storage_on_defer(sd_event_source *es, void *userdata) {
 /* Starts the next operation from the loop, never from inside the caller's call. */
 static void storage_next(Storage *s) {
         if (!s->running && s->queue)
-                (void) sd_event_add_defer(s->event, NULL, storage_on_defer, s);
+                (void) sd_event_source_set_enabled(s->defer, SD_EVENT_ONESHOT);
 }
 
 static int storage_enqueue(Storage *s, StorageOpType type, const char *pool, const char *name, uint64_t size,
-                           StorageDoneFn done, void *userdata) {
+                           const char *owner, StorageDoneFn done, void *userdata) {
         StorageOp *op;
 
+        if (owner && !owner_is_valid(owner))
+                return -EINVAL;
         if (type != OP_REFRESH) {
                 if (!pool || pool_class(pool) < 0 || !storage_volume_name_is_valid(name))
                         return -EINVAL;
@@ -955,7 +1092,8 @@ static int storage_enqueue(Storage *s, StorageOpType type, const char *pool, con
         op->size = size;
         op->done = done;
         op->userdata = userdata;
-        if ((pool && !(op->pool = strdup(pool))) || (name && !(op->name = strdup(name)))) {
+        if ((pool && !(op->pool = strdup(pool))) || (name && !(op->name = strdup(name))) ||
+            (owner && !(op->owner = strdup(owner)))) {
                 storage_op_free(op);
                 return -ENOMEM;
         }
@@ -965,22 +1103,22 @@ static int storage_enqueue(Storage *s, StorageOpType type, const char *pool, con
 }
 
 int storage_refresh(Storage *s, StorageDoneFn done, void *userdata) {
-        return storage_enqueue(s, OP_REFRESH, NULL, NULL, 0, done, userdata);
+        return storage_enqueue(s, OP_REFRESH, NULL, NULL, 0, NULL, done, userdata);
 }
 
-int storage_volume_create(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
-                          void *userdata) {
-        return storage_enqueue(s, OP_CREATE, pool, name, size, done, userdata);
+int storage_volume_create(Storage *s, const char *pool, const char *name, uint64_t size, const char *owner,
+                          StorageDoneFn done, void *userdata) {
+        return storage_enqueue(s, OP_CREATE, pool, name, size, owner, done, userdata);
 }
 
-int storage_volume_resize(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
-                          void *userdata) {
-        return storage_enqueue(s, OP_RESIZE, pool, name, size, done, userdata);
+int storage_volume_resize(Storage *s, const char *pool, const char *name, uint64_t size, const char *owner,
+                          StorageDoneFn done, void *userdata) {
+        return storage_enqueue(s, OP_RESIZE, pool, name, size, owner, done, userdata);
 }
 
-int storage_volume_delete(Storage *s, const char *pool, const char *name, StorageDoneFn done,
-                          void *userdata) {
-        return storage_enqueue(s, OP_DELETE, pool, name, 0, done, userdata);
+int storage_volume_delete(Storage *s, const char *pool, const char *name, const char *owner,
+                          StorageDoneFn done, void *userdata) {
+        return storage_enqueue(s, OP_DELETE, pool, name, 0, owner, done, userdata);
 }
 
 const StorageSnapshot *storage_snapshot(const Storage *s) {
@@ -1001,17 +1139,66 @@ const StorageVolume *storage_find_volume(const Storage *s, const char *pool, con
         return NULL;
 }
 
-int storage_volume_open(const Storage *s, const char *pool, const char *name, unsigned flags,
-                        BlockDev **ret) {
+typedef struct VolumeUsers {
+        char *key; /* "pool/name" */
+        unsigned count;
+} VolumeUsers;
+
+static VolumeUsers *volume_users_get(const Storage *s, const char *pool, const char *name) {
+        char key[512];
+
+        snprintf(key, sizeof(key), "%s/%s", pool, name);
+        return s->users ? hashmap_get(s->users, key) : NULL;
+}
+
+unsigned storage_volume_users(const Storage *s, const char *pool, const char *name) {
+        const VolumeUsers *u = volume_users_get(s, pool, name);
+        return u ? u->count : 0;
+}
+
+int storage_volume_open(Storage *s, const char *pool, const char *name, unsigned flags, BlockDev **ret) {
         const StorageVolume *v = storage_find_volume(s, pool, name);
+        VolumeUsers *u;
+        int r;
 
         if (!v)
                 return -ENOENT;
         if (v->offline)
                 return -EIO;
+        u = volume_users_get(s, pool, name);
+        if (!u) {
+                u = calloc(1, sizeof(*u));
+                if (!u || asprintf(&u->key, "%s/%s", pool, name) < 0) {
+                        free(u);
+                        return -ENOMEM;
+                }
+                if ((!s->users && hashmap_new(&s->users) < 0) || hashmap_put(s->users, u->key, u) < 0) {
+                        free(u->key);
+                        free(u);
+                        return -ENOMEM;
+                }
+        }
         if (v->path)
-                return blockdev_open(v->path, flags, ret);
-        return blockdev_open_extents(v->extents, v->n_extents, flags, ret);
+                r = blockdev_open(v->path, flags, ret);
+        else
+                r = blockdev_open_extents(v->extents, v->n_extents, flags, ret);
+        if (r >= 0)
+                u->count++;
+        return r;
+}
+
+void storage_volume_release(Storage *s, const char *pool, const char *name) {
+        VolumeUsers *u = volume_users_get(s, pool, name);
+
+        if (u && u->count > 0)
+                u->count--;
+}
+
+static void volume_users_free(void *p) {
+        VolumeUsers *u = p;
+
+        free(u->key);
+        free(u);
 }
 
 void storage_forget_callbacks(Storage *s, void *userdata) {
@@ -1059,6 +1246,12 @@ int storage_new(sd_event *e, const StorageConfig *config, StorageChangedFn chang
             (config->file_dir && !s->file_dir))
                 return -ENOMEM;
 
+        r = sd_event_add_defer(e, &s->defer, storage_on_defer, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(s->defer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(s->defer, "storage-next");
+
         r = worker_new(e, "hwameid-storage", NULL, NULL, &s->worker);
         if (r < 0)
                 return r;
@@ -1091,6 +1284,8 @@ Storage *storage_free(Storage *s) {
                 storage_op_free(op);
         }
         storage_op_free(s->running);
+        sd_event_source_disable_unref(s->defer);
+        hashmap_free_with(s->users, volume_users_free);
         snapshot_free(s->snapshot);
         strv_free(s->disks);
         strv_free(s->disk_classes);

@@ -80,6 +80,7 @@ typedef struct StorageVolume {
         BlockExtent *extents; /* where its data lives when it has no device of its own */
         size_t n_extents;
         char *path;   /* the block device or file when it has one, else NULL */
+        char *owner;  /* who created it (a replica's UID), NULL when unknown */
         bool offline; /* a disk under it is missing */
 } StorageVolume;
 
@@ -88,6 +89,7 @@ typedef struct StoragePool {
         DiskClass class;
         uint64_t total, used, free, extent_size;
         unsigned volume_count;
+        unsigned disk_count; /* disks the pool is made of, present or not */
         bool offline;  /* one of its disks is missing */
         char *message; /* why it is offline */
 } StoragePool;
@@ -133,21 +135,28 @@ const StorageVolume *storage_find_volume(const Storage *s, const char *pool, con
  * least STORAGE_VOLUME_MIN_SIZE; it is rounded up to the pool's extent size. Creating a volume that
  * exists with at least that size succeeds; resizing only grows (-EINVAL with a message for a
  * shrink); deleting a volume that does not exist succeeds.
+ *
+ * owner (a replica's UID; [A-Za-z0-9-], NULL for none) is recorded with the volume (an LVM tag, an
+ * extended attribute of the file) and checked by every later operation: a volume that belongs to
+ * someone else is never grown, adopted or removed (-EPERM with a message). A volume that is open
+ * (storage_volume_open() without storage_volume_release()) is never removed (-EBUSY).
  */
-int storage_volume_create(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
-                          void *userdata);
-int storage_volume_resize(Storage *s, const char *pool, const char *name, uint64_t size, StorageDoneFn done,
-                          void *userdata);
-int storage_volume_delete(Storage *s, const char *pool, const char *name, StorageDoneFn done,
-                          void *userdata);
+int storage_volume_create(Storage *s, const char *pool, const char *name, uint64_t size, const char *owner,
+                          StorageDoneFn done, void *userdata);
+int storage_volume_resize(Storage *s, const char *pool, const char *name, uint64_t size, const char *owner,
+                          StorageDoneFn done, void *userdata);
+int storage_volume_delete(Storage *s, const char *pool, const char *name, const char *owner,
+                          StorageDoneFn done, void *userdata);
 
 /* Forgets the callbacks of queued and running operations that were given this userdata (their
  * owner is going away); the operations themselves still run. */
 void storage_forget_callbacks(Storage *s, void *userdata);
 
-/* Opens a volume's data (the extents when it has no device of its own). */
-int storage_volume_open(const Storage *s, const char *pool, const char *name, unsigned flags,
-                        BlockDev **ret);
+/* Opens a volume's data (the extents when it has no device of its own). The volume counts as in
+ * use, and cannot be removed, until storage_volume_release() after blockdev_close(). */
+int storage_volume_open(Storage *s, const char *pool, const char *name, unsigned flags, BlockDev **ret);
+void storage_volume_release(Storage *s, const char *pool, const char *name);
+unsigned storage_volume_users(const Storage *s, const char *pool, const char *name);
 
 /* "/dev/<pool>/<name>": the path the API reports, whether or not it exists on this host. */
 char *storage_volume_dev_path(const char *pool, const char *name);

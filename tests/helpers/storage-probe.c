@@ -140,6 +140,8 @@ int main(int argc, char *argv[]) {
                                         r = -EIO;
                         }
                 }
+                b = blockdev_close(b);
+                storage_volume_release(s, argv[3], argv[4]);
                 print_result(r, argv[2], length, s, argv[3], argv[4]);
         } else
                 return 2;

@@ -2,7 +2,6 @@
 """The daemon against the stand-in API server: connection, its own Node, the heartbeat Lease,
 leader election among several daemons, credentials that rotate, API outages."""
 
-import json
 import os
 import signal
 import subprocess
@@ -211,9 +210,9 @@ def test_rotated_token_is_picked_up_after_401(standin, make_daemon, tmp_path):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         log = standin.requests_log()
-        if any(e["code"] == 401 for e in log) and any(e["code"] == 200 and e["user"] == "hwameid"
-                                                      and e["seq"] > max(x["seq"] for x in log if x["code"] == 401)
-                                                      for e in log):
+        if "changed; new requests use them" in d.log() and any(e["code"] == 401 for e in log) and any(
+                e["code"] == 200 and e["user"] == "hwameid" and e["seq"] > max(x["seq"] for x in log if x["code"] == 401)
+                for e in log):
             break
         time.sleep(0.2)
     else:

@@ -4,7 +4,6 @@
 import os
 import pwd
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * hwamei-nbd serve PATH --listen ADDR:PORT [--export NAME] [--readonly] [--description TEXT]
+ *                  [--psk-file FILE] [--handshake-timeout SECONDS] [--max-connections N] [--verbose]
+ *
+ * Exports a file or block device over NBD until SIGTERM or SIGINT (exit 0). Once listening it
+ * prints one line, "hwamei-nbd: serving PATH as 'NAME' on ADDR:PORT", with the real port when
+ * --listen asked for port 0.
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "basic/time-util.h"
+#include "hwamei-nbd.h"
+#include "log/log.h"
+#include "stream/nbd-server.h"
+#include "volume/blockio.h"
+
+static void serve_help(void) {
+        printf("Usage: hwamei-nbd serve PATH --listen ADDR:PORT [OPTIONS]\n"
+               "\n"
+               "  -l --listen ADDR:PORT        Address to listen on (IPv6 as [ADDR]:PORT; port 0 picks "
+               "one)\n"
+               "  -e --export NAME             Export name (default: the empty name, the default export)\n"
+               "  -r --readonly                Refuse writes\n"
+               "     --description TEXT        Description shown to clients that ask\n"
+               "     --psk-file FILE           Require TLS with pre-shared keys\n"
+               "     --handshake-timeout SECS  Time a client has to finish the handshake (default 10)\n"
+               "     --max-connections N       Connections served at once (default 128)\n"
+               "  -v --verbose                 Debug logging\n");
+}
+
+static void on_disconnect(void *userdata, const char *peer, const char *export_name, int error,
+                          const char *reason) {
+        if (error < 0)
+                log_info_errno(error, "hwamei-nbd: client %s dropped: %s: %m", peer, reason);
+        else
+                log_info("hwamei-nbd: client %s disconnected (%s)", peer, reason);
+}
+
+static int parse_unsigned(const char *s, unsigned long max, unsigned long *ret) {
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno != 0 || end == s || *end != 0 || s[0] == '-' || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int verb_serve(int argc, char *argv[]) {
+        enum { ARG_DESCRIPTION = 0x100, ARG_PSK_FILE, ARG_HANDSHAKE_TIMEOUT, ARG_MAX_CONNECTIONS };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "listen", required_argument, NULL, 'l' },
+                { "export", required_argument, NULL, 'e' },
+                { "readonly", no_argument, NULL, 'r' },
+                { "description", required_argument, NULL, ARG_DESCRIPTION },
+                { "psk-file", required_argument, NULL, ARG_PSK_FILE },
+                { "handshake-timeout", required_argument, NULL, ARG_HANDSHAKE_TIMEOUT },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "verbose", no_argument, NULL, 'v' },
+                {},
+        };
+        const char *listen_address = NULL, *export_name = "", *description = NULL, *psk_file = NULL;
+        bool read_only = false, verbose = false;
+        unsigned long handshake_timeout = 10, max_connections = NBD_SERVER_MAX_CONNECTIONS_DEFAULT;
+        _cleanup_(nbd_server_freep) NbdServer *server = NULL;
+        _cleanup_(blockdev_closep) BlockDev *dev = NULL;
+        const char *path;
+        struct stat st;
+        sigset_t mask;
+        int c, sig, port, r;
+
+        log_setup("hwamei-nbd");
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "hl:e:rv", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        serve_help();
+                        return 0;
+                case 'l':
+                        listen_address = optarg;
+                        break;
+                case 'e':
+                        export_name = optarg;
+                        break;
+                case 'r':
+                        read_only = true;
+                        break;
+                case ARG_DESCRIPTION:
+                        description = optarg;
+                        break;
+                case ARG_PSK_FILE:
+                        psk_file = optarg;
+                        break;
+                case ARG_HANDSHAKE_TIMEOUT:
+                        if (parse_unsigned(optarg, 3600, &handshake_timeout) < 0 || handshake_timeout == 0) {
+                                fprintf(stderr, "hwamei-nbd serve: invalid --handshake-timeout '%s'.\n",
+                                        optarg);
+                                return 2;
+                        }
+                        break;
+                case ARG_MAX_CONNECTIONS:
+                        if (parse_unsigned(optarg, 65536, &max_connections) < 0 || max_connections == 0) {
+                                fprintf(stderr, "hwamei-nbd serve: invalid --max-connections '%s'.\n",
+                                        optarg);
+                                return 2;
+                        }
+                        break;
+                case 'v':
+                        verbose = true;
+                        break;
+                default:
+                        return 2;
+                }
+        if (optind != argc - 1 || !listen_address) {
+                fprintf(stderr, "hwamei-nbd serve: expected PATH and --listen ADDR:PORT; see --help.\n");
+                return 2;
+        }
+        path = argv[optind];
+        if (psk_file) {
+                fprintf(stderr, "hwamei-nbd serve: --psk-file: TLS is not available in this build yet.\n");
+                return 1;
+        }
+        log_set_max_level(verbose ? LOG_DEBUG : LOG_INFO);
+
+        r = blockdev_open(path, read_only ? BLOCKDEV_READ_ONLY : 0, &dev);
+        if (r < 0) {
+                log_error_errno(r, "hwamei-nbd serve: cannot open '%s': %m", path);
+                return 1;
+        }
+
+        /* Every thread the server starts inherits this mask; the main thread waits for the signals. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        r = -pthread_sigmask(SIG_BLOCK, &mask, NULL);
+        if (r < 0) {
+                log_error_errno(r, "hwamei-nbd serve: cannot block signals: %m");
+                return 1;
+        }
+
+        r = nbd_server_new(&server);
+        if (r < 0) {
+                log_error_errno(r, "hwamei-nbd serve: %m");
+                return 1;
+        }
+        nbd_server_set_handshake_timeout(server, (uint64_t) handshake_timeout * USEC_PER_SEC);
+        nbd_server_set_max_connections(server, (unsigned) max_connections);
+        nbd_server_set_disconnect_callback(server, on_disconnect, NULL);
+
+        r = nbd_server_add_export(server, export_name, dev, read_only, description);
+        if (r < 0) {
+                log_error_errno(r, "hwamei-nbd serve: cannot export '%s' as '%s': %m", path, export_name);
+                return 1;
+        }
+        if (stat(path, &st) >= 0 && S_ISBLK(st.st_mode))
+                (void) nbd_server_set_export_fast_zero(server, export_name, false);
+
+        r = nbd_server_listen(server, listen_address);
+        if (r < 0) {
+                log_error_errno(r, "hwamei-nbd serve: cannot listen on '%s': %m", listen_address);
+                return 1;
+        }
+        port = nbd_server_get_port(server);
+        r = nbd_server_start(server);
+        if (r < 0 || port < 0) {
+                log_error_errno(r < 0 ? r : port, "hwamei-nbd serve: cannot start the server: %m");
+                return 1;
+        }
+
+        {
+                /* The address as given, with the port actually bound. */
+                const char *colon = strrchr(listen_address, ':');
+                int hostlen = (int) (colon - listen_address);
+
+                printf("hwamei-nbd: serving %s as '%s' on %.*s:%d\n", path, export_name, hostlen,
+                       listen_address, port);
+                fflush(stdout);
+        }
+
+        for (;;) {
+                r = sigwait(&mask, &sig);
+                if (r == 0)
+                        break;
+                if (r != EINTR) {
+                        log_error_errno(r, "hwamei-nbd serve: sigwait() failed: %m");
+                        return 1;
+                }
+        }
+        log_info("hwamei-nbd: %s received, stopping.", strsignal(sig));
+        server = nbd_server_free(server);
+        return 0;
+}
