@@ -98,6 +98,11 @@ static int query_add(char **q, const char *key, const char *value) {
 
 static void informer_fail(Informer *inf, int error, const char *message, usec_t retry_after, bool relist);
 
+static int query_add_selectors(char **q, const Informer *inf) {
+        int r = query_add(q, "labelSelector", inf->label_selector);
+        return r < 0 ? r : query_add(q, "fieldSelector", inf->field_selector);
+}
+
 static int informer_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Informer *inf = userdata;
         int r;
@@ -286,9 +291,7 @@ static int informer_list(Informer *inf) {
                  * and the latest state ("") only when that was too old. */
                 r = query_add(&q, "resourceVersion", inf->relist_from_scratch ? NULL : (inf->rv ?: "0"));
         if (r >= 0)
-                r = query_add(&q, "labelSelector", inf->label_selector);
-        if (r >= 0)
-                r = query_add(&q, "fieldSelector", inf->field_selector);
+                r = query_add_selectors(&q, inf);
         if (r < 0)
                 return r;
 
@@ -396,9 +399,7 @@ static int informer_watch(Informer *inf) {
         if (r >= 0)
                 r = query_add(&q, "timeoutSeconds", timeout);
         if (r >= 0)
-                r = query_add(&q, "labelSelector", inf->label_selector);
-        if (r >= 0)
-                r = query_add(&q, "fieldSelector", inf->field_selector);
+                r = query_add_selectors(&q, inf);
         if (r < 0)
                 return r;
 

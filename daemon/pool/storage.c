@@ -145,6 +145,14 @@ static char *owner_from_tags(const char *tags) {
                 _a_ ? 0 : -ENOMEM;                                                                          \
         })
 
+/* The pool of that name in a snapshot, or NULL. */
+static StoragePool *snapshot_find_pool(const StorageSnapshot *snap, const char *name) {
+        for (size_t i = 0; snap && i < snap->n_pools; i++)
+                if (streq(snap->pools[i].name, name))
+                        return &snap->pools[i];
+        return NULL;
+}
+
 /* ---- operations ------------------------------------------------------------------------------ */
 
 typedef enum StorageOpType {
@@ -462,11 +470,8 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
 
         for (size_t i = 0; i < n_pvs; i++) {
                 StorageDisk *d;
-                StoragePool *pool = NULL;
+                StoragePool *pool = snapshot_find_pool(snap, pvs[i].vg_name);
 
-                for (size_t j = 0; j < snap->n_pools; j++)
-                        if (streq(snap->pools[j].name, pvs[i].vg_name))
-                                pool = &snap->pools[j];
                 if (!pool)
                         continue;
                 r = SNAPSHOT_APPEND(snap->disks, snap->n_disks, d);
@@ -496,12 +501,13 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
                 unsigned present = 0;
 
                 for (size_t k = 0; k < snap->n_disks; k++)
-                        if (streq_ptr(snap->disks[k].pool, pool->name) && snap->disks[k].state == STORAGE_DISK_IN_USE)
+                        if (streq_ptr(snap->disks[k].pool, pool->name) &&
+                            snap->disks[k].state == STORAGE_DISK_IN_USE)
                                 present++;
                 if (present < pool->disk_count && !pool->offline) {
                         pool->offline = true;
-                        if (asprintf(&pool->message, "%u of its %u disks are missing", pool->disk_count - present,
-                                     pool->disk_count) < 0)
+                        if (asprintf(&pool->message, "%u of its %u disks are missing",
+                                     pool->disk_count - present, pool->disk_count) < 0)
                                 pool->message = NULL;
                 }
         }
@@ -531,11 +537,8 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
 
         for (size_t i = 0; i < n_lvs; i++) {
                 StorageVolume *v;
-                const StoragePool *pool = NULL;
+                const StoragePool *pool = snapshot_find_pool(snap, lvs[i].vg_name);
 
-                for (size_t j = 0; j < snap->n_pools; j++)
-                        if (streq(snap->pools[j].name, lvs[i].vg_name))
-                                pool = &snap->pools[j];
                 if (!pool)
                         continue;
                 r = SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v);
@@ -647,7 +650,8 @@ static int snapshot_carry_lost_pools(const StorageSnapshot *old, StorageSnapshot
                                         continue;
                                 if (SNAPSHOT_APPEND(snap->volumes, snap->n_volumes, v) < 0 ||
                                     !(v->name = strdup(ov->name)) || !(v->pool = strdup(ov->pool)) ||
-                                    !(v->disks = strv_copy(ov->disks)) || (ov->owner && !(v->owner = strdup(ov->owner))))
+                                    !(v->disks = strv_copy(ov->disks)) ||
+                                    (ov->owner && !(v->owner = strdup(ov->owner))))
                                         return -ENOMEM;
                                 v->size = ov->size;
                                 v->offline = true;
@@ -1126,10 +1130,7 @@ const StorageSnapshot *storage_snapshot(const Storage *s) {
 }
 
 const StoragePool *storage_find_pool(const Storage *s, const char *pool) {
-        for (size_t i = 0; s->snapshot && i < s->snapshot->n_pools; i++)
-                if (streq(s->snapshot->pools[i].name, pool))
-                        return &s->snapshot->pools[i];
-        return NULL;
+        return snapshot_find_pool(s->snapshot, pool);
 }
 
 const StorageVolume *storage_find_volume(const Storage *s, const char *pool, const char *name) {

@@ -27,8 +27,8 @@
 #include "volume/blockio.h"
 
 /* The transport (NbdTransport: read/write/shutdown/free on a connection, and the plain socket
- * one) is shared with the client side and declared in nbd-client.h. */
-#include "nbd-client.h"
+ * one) is shared with the client side. */
+#include "stream/nbd-transport.h"
 
 /*
  * TLS hook for NBD_OPT_STARTTLS: called after the server has sent the ACK; on success *ret_tls

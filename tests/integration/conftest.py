@@ -179,5 +179,16 @@ def standin(tmp_path):
 KUBE_PROBE = BUILDDIR / "tests" / "helpers" / "kube-probe"
 
 
+def wait(fn, timeout=30, what="condition"):
+    """Polls fn (an API read, a status) until it returns something true; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def run_hwameid(*args, **kwargs):
     return subprocess.run([str(HWAMEID), *args], capture_output=True, text=True, timeout=30, **kwargs)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait
 
 sys.path.insert(0, str(ROOT / "tests" / "standin"))
 from objects import HW, lvr, node  # noqa: E402
@@ -20,14 +20,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-def wait(fn, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BUILDDIR, ROOT
+from conftest import BUILDDIR, ROOT, wait
 
 sys.path.insert(0, str(ROOT / "tests" / "standin"))
 from objects import HW, lvr, node  # noqa: E402
@@ -25,14 +25,6 @@ MiB = 1 << 20
 STORAGE_PROBE = BUILDDIR / "tests" / "helpers" / "storage-probe"
 
 
-def wait(fn, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 class Loops:
@@ -203,7 +195,7 @@ def test_vanished_disk_takes_its_pool_and_replicas_offline_and_nothing_else(stan
     loops.detach(b)
     # Right after the disk goes, LVM may briefly show the pool without the volume (the replica then
     # says VolumeLost); either way nothing is recreated, and the next look says DiskOffline.
-    st = wait(lambda: (lambda s: s if s.get("state") == "NotReady" and s["conditions"][0]["reason"] == "DiskOffline"
+    wait(lambda: (lambda s: s if s.get("state") == "NotReady" and s["conditions"][0]["reason"] == "DiskOffline"
                        else None)(standin.api("GET", f"{LVR}/on-b-r1").get("status", {})),
               what="replica on the lost disk NotReady with DiskOffline")
     lsn = wait(lambda: (lambda st: st if [x["state"] for x in st["pools"]["LocalStorage_PoolSSD"]["disks"]]
