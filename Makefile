@@ -15,6 +15,7 @@ sbindir ?= $(prefix)/sbin
 bindir ?= $(prefix)/bin
 sysconfdir ?= /etc
 unitdir ?= /lib/systemd/system
+mandir ?= $(prefix)/share/man
 
 CC ?= cc
 ifeq ($(V),1)
@@ -194,6 +195,9 @@ install: all
 	install -Dm0755 $(BUILDDIR)/hwamei-nbd $(DESTDIR)$(bindir)/hwamei-nbd
 	install -Dm0644 units/hwameid.service $(DESTDIR)$(unitdir)/hwameid.service
 	install -Dm0644 conf/hwameid.conf $(DESTDIR)$(sysconfdir)/hwameid/hwameid.conf
+	install -Dm0644 packaging/man/hwameid.8 $(DESTDIR)$(mandir)/man8/hwameid.8
+	install -Dm0644 packaging/man/hwameictl.8 $(DESTDIR)$(mandir)/man8/hwameictl.8
+	install -Dm0644 packaging/man/hwameid.conf.5 $(DESTDIR)$(mandir)/man5/hwameid.conf.5
 
 .PHONY: clean
 clean:

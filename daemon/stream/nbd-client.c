@@ -21,6 +21,7 @@
 #include "log/log.h"
 #include "stream/nbd-client.h"
 #include "stream/nbd-protocol.h"
+#include "stream/nbd-tls.h"
 
 #define CONNECT_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
 #define IO_TIMEOUT_DEFAULT      (30 * USEC_PER_SEC)
@@ -205,6 +206,7 @@ typedef struct Inflight {
 
 struct NbdClient {
         NbdTransport *transport;
+        NbdTlsContext *tls;
         NbdExportInfo info;
         char *export;
         usec_t connect_timeout, io_timeout;
@@ -600,6 +602,39 @@ static int negotiate_export_name(NbdClient *c, const Deadline *d, bool no_zeroes
         return set_export(c, be64toh(e.size), be16toh(e.flags));
 }
 
+/* NBD_OPT_STARTTLS, then the handshake; any refusal fails the connection (no downgrade). */
+static int negotiate_starttls(NbdClient *c, const Deadline *d) {
+        NbdTransport *tls = NULL;
+        uint32_t type, len;
+        int r;
+
+        if (!c->info.fixed_newstyle)
+                return log_debug_errno(SYNTHETIC_ERRNO(ENOPROTOOPT),
+                                       "NBD: the server does not speak fixed newstyle: no TLS.");
+        r = send_option(c, d, NBD_OPT_STARTTLS, NULL, 0);
+        if (r < 0)
+                return r;
+        r = recv_option_reply(c, d, NBD_OPT_STARTTLS, &type, &len);
+        if (r < 0)
+                return r;
+        if (type != NBD_REP_ACK) {
+                if (!(type & NBD_REP_FLAG_ERROR))
+                        return -EPROTO;
+                r = option_error(c, d, NBD_OPT_STARTTLS, type, len);
+                return log_debug_errno(r == -EPROTO ? r : SYNTHETIC_ERRNO(ENOPROTOOPT),
+                                       "NBD: the server refused NBD_OPT_STARTTLS.");
+        }
+        if (len != 0)
+                return -EPROTO;
+        r = nbd_tls_client_start(c->tls, c->transport, deadline_left(d), &tls);
+        if (r < 0)
+                return r;
+        c->transport = tls;
+        log_debug("NBD: %s %s, identity '%s'", nbd_tls_transport_version(tls), nbd_tls_transport_cipher(tls),
+                  nbd_tls_transport_identity(tls));
+        return 0;
+}
+
 static int negotiate(NbdClient *c, bool no_sr) {
         Deadline d = { .end = now(CLOCK_MONOTONIC) + c->connect_timeout };
         struct nbd_new_handshake h;
@@ -627,6 +662,12 @@ static int negotiate(NbdClient *c, bool no_sr) {
         if (r < 0)
                 return r;
         c->info.fixed_newstyle = gflags & NBD_FLAG_FIXED_NEWSTYLE;
+
+        if (c->tls) {
+                r = negotiate_starttls(c, &d);
+                if (r < 0)
+                        return r;
+        }
 
         /* Defaults when the server says nothing about block sizes (spec §"Size constraints"). */
         c->info.block_min = 1;
@@ -1184,6 +1225,7 @@ static int client_alloc(NbdTransport *transport, const char *export, const NbdCo
         pthread_mutex_init(&c->send_lock, NULL);
         pthread_cond_init(&c->cond, NULL);
         c->transport = TAKE_PTR(t);
+        c->tls = opts ? opts->tls : NULL;
         c->connect_timeout = opts && opts->connect_timeout ? opts->connect_timeout : CONNECT_TIMEOUT_DEFAULT;
         c->io_timeout = opts && opts->io_timeout ? opts->io_timeout : IO_TIMEOUT_DEFAULT;
         c->n_slots = opts && opts->max_in_flight ? MIN(opts->max_in_flight, IN_FLIGHT_MAX)
@@ -1306,9 +1348,9 @@ int nbd_client_connect(const NbdUri *uri, const NbdConnectOptions *opts, NbdClie
         assert(uri);
         assert(ret);
 
-        if (uri->tls)
+        if (uri->tls && !(opts && opts->tls))
                 return log_debug_errno(SYNTHETIC_ERRNO(EPROTONOSUPPORT),
-                                       "NBD: TLS is not available in this build yet.");
+                                       "NBD: nbds:// needs TLS credentials (a PSK).");
         if (!uri->export)
                 return -EINVAL;
         r = connect_fd(uri, opts && opts->connect_timeout ? opts->connect_timeout : CONNECT_TIMEOUT_DEFAULT,

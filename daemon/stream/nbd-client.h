@@ -39,8 +39,8 @@
 /*
  * nbd://HOST[:PORT][/EXPORT] (IPv6 literals in brackets, default port 10809, an empty path is the
  * default export, "//x" is export "/x", %XX escapes in the export name), nbd+unix:///EXPORT?socket=PATH,
- * and nbds:// / nbds+unix:// (tls set; this build refuses them at connect time). A user name
- * ("alice@") is kept for TLS-PSK. Other query parameters are ignored. -EINVAL on malformed URIs.
+ * and nbds:// / nbds+unix:// (tls set: TLS is mandatory). A user name ("alice@") is kept for
+ * TLS-PSK (the PSK identity). Other query parameters are ignored. -EINVAL on malformed URIs.
  */
 typedef struct NbdUri {
         bool tls;
@@ -64,6 +64,9 @@ typedef struct NbdConnectOptions {
         usec_t io_timeout;          /* a server silent this long with requests pending is dead; 0 = 30 s */
         unsigned max_in_flight;     /* requests outstanding at once (submitters wait beyond); 0 = 256 */
         bool no_structured_replies; /* do not negotiate structured replies (and so no block status) */
+        /* TLS-PSK (nbd-tls.h, borrowed; must outlive the connection): NBD_OPT_STARTTLS is sent first
+         * and the connection fails unless the server accepts it. Required for nbds:// URIs. */
+        struct NbdTlsContext *tls;
 } NbdConnectOptions;
 
 /* What negotiation established. */

@@ -14,6 +14,8 @@
  * The TLS transport wraps a plain socket transport (and owns it once started). Reads and writes
  * may run on different threads at once; a lock serialises the OpenSSL calls, never the waits.
  *
+ * OpenSSL writes with write(), not send(MSG_NOSIGNAL): a process using this must ignore SIGPIPE.
+ *
  * Library code: logs at debug level only.
  */
 
@@ -24,10 +26,10 @@
 #include "basic/time-util.h"
 #include "stream/nbd-transport.h"
 
-#define NBD_TLS_PSK_MIN_KEY      16U  /* bytes */
-#define NBD_TLS_PSK_MAX_KEY      256U /* bytes */
-#define NBD_TLS_PSK_MAX_IDENTITY 255U /* bytes */
-#define NBD_TLS_PSK_FILE_MAX     (1024U * 1024U)
+#define NBD_TLS_PSK_MIN_KEY            16U  /* bytes */
+#define NBD_TLS_PSK_MAX_KEY            256U /* bytes */
+#define NBD_TLS_PSK_MAX_IDENTITY       255U /* bytes */
+#define NBD_TLS_PSK_FILE_MAX           (1024U * 1024U)
 #define NBD_TLS_HANDSHAKE_TIMEOUT_USEC (10ULL * 1000000ULL)
 
 /* ---- PSK files ---- */
@@ -84,7 +86,8 @@ int nbd_tls_client_start(NbdTlsContext *ctx, NbdTransport *plain, usec_t timeout
 /* The server side, shaped as NbdServerStartTls (userdata is the NbdTlsContext). */
 int nbd_tls_server_start(void *userdata, NbdTransport *plain, NbdTransport **ret);
 
-/* "TLSv1.3 TLS_AES_128_GCM_SHA256 identity alice" style description of a TLS transport, NULL for
- * other transports. */
+/* The negotiated protocol ("TLSv1.3") and cipher ("TLS_AES_128_GCM_SHA256"), and the PSK identity
+ * in use, of a TLS transport; NULL for other transports. */
 const char *nbd_tls_transport_version(NbdTransport *t);
 const char *nbd_tls_transport_cipher(NbdTransport *t);
+const char *nbd_tls_transport_identity(NbdTransport *t);

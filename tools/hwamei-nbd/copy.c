@@ -32,6 +32,7 @@
 #include "stream/copy.h"
 #include "stream/nbd-client.h"
 #include "stream/nbd-protocol.h"
+#include "stream/nbd-tls.h"
 #include "volume/blockio.h"
 
 #define CONNECTIONS_MAX 16U
@@ -41,6 +42,7 @@ typedef struct Side {
         NbdUri uri;
         bool is_nbd;
         BlockDev *dev;
+        NbdTlsContext *tls; /* outlives conns */
         NbdClient *conns[CONNECTIONS_MAX];
         size_t n_conns;
         bool created;
@@ -52,6 +54,7 @@ static void side_done(Side *s) {
                 s->conns[i] = nbd_client_free(s->conns[i]);
         s->dev = blockdev_close(s->dev);
         nbd_uri_done(&s->uri);
+        s->tls = nbd_tls_context_free(s->tls);
 }
 
 static void copy_help(void) {
@@ -65,7 +68,9 @@ static void copy_help(void) {
                "  -C --connections N          NBD connections per side when the server allows multi-conn\n"
                "                              (default 1)\n"
                "     --destination-is-zero   The destination reads as zeroes: write no zeroes\n"
-               "     --psk-file FILE         TLS with pre-shared keys (not available in this build yet)\n"
+               "     --psk-file FILE         TLS with pre-shared keys for nbds://[IDENTITY@]HOST... "
+               "(identity\n"
+               "                             from the URI, else $LOGNAME)\n"
                "     --resume STATEFILE      Resume an interrupted copy (not available in this build yet)\n",
                COPY_REQUESTS_DEFAULT, COPY_REQUEST_SIZE_DEFAULT);
 }
@@ -120,7 +125,11 @@ static const char *connect_error(int r) {
         case EPROTO:
                 return "the server broke the NBD protocol";
         case EPROTONOSUPPORT:
-                return "TLS (nbds://) is not available in this build yet";
+                return "nbds:// needs --psk-file";
+        case ENOPROTOOPT:
+                return "the server does not offer TLS (refused NBD_OPT_STARTTLS)";
+        case EKEYREJECTED:
+                return "TLS handshake failed (unknown identity or wrong key?)";
         case EHOSTUNREACH:
                 return "host not found or unreachable";
         default:
@@ -128,7 +137,7 @@ static const char *connect_error(int r) {
         }
 }
 
-static int open_nbd(Side *s, unsigned connections) {
+static int open_nbd(Side *s, unsigned connections, const char *psk_file) {
         NbdConnectOptions o = {};
         int r;
 
@@ -138,9 +147,22 @@ static int open_nbd(Side *s, unsigned connections) {
                 return r;
         }
         if (s->uri.tls) {
-                fprintf(stderr, "hwamei-nbd copy: %s: TLS (nbds://) is not available in this build yet.\n",
-                        s->arg);
-                return -EPROTONOSUPPORT;
+                if (!psk_file) {
+                        fprintf(stderr, "hwamei-nbd copy: %s: nbds:// needs --psk-file.\n", s->arg);
+                        return -EPROTONOSUPPORT;
+                }
+                r = nbd_tls_context_new_client_file(psk_file, s->uri.user, &s->tls);
+                if (r == -ENOKEY) {
+                        fprintf(stderr, "hwamei-nbd copy: %s: identity '%s' was not found in %s.\n", s->arg,
+                                s->uri.user ?: getenv("LOGNAME") ?: "(login name)", psk_file);
+                        return r;
+                }
+                if (r < 0) {
+                        fprintf(stderr, "hwamei-nbd copy: --psk-file %s: %s.\n", psk_file,
+                                r == -EINVAL ? "malformed (expected IDENTITY:HEXKEY lines)" : strerror(-r));
+                        return r;
+                }
+                o.tls = s->tls;
         }
         r = nbd_client_connect(&s->uri, &o, &s->conns[0]);
         if (r < 0) {
@@ -236,6 +258,7 @@ int verb_copy(int argc, char *argv[]) {
         uint64_t v, connections = 1;
         Bar bar = { .enabled = isatty(STDERR_FILENO) };
         char digest[COPY_DIGEST_STRING_MAX], b1[COPY_DIGEST_STRING_MAX], b2[32], b3[32];
+        const char *psk_file = NULL;
         int c, r;
 
         optind = 0;
@@ -248,9 +271,8 @@ int verb_copy(int argc, char *argv[]) {
                         o.verify = true;
                         break;
                 case ARG_PSK_FILE:
-                        fprintf(stderr,
-                                "hwamei-nbd copy: --psk-file: TLS is not available in this build yet.\n");
-                        return 1;
+                        psk_file = optarg;
+                        break;
                 case ARG_RESUME:
                         fprintf(stderr,
                                 "hwamei-nbd copy: --resume: resuming is not available in this build yet.\n");
@@ -295,10 +317,10 @@ int verb_copy(int argc, char *argv[]) {
         src.is_nbd = nbd_uri_is_uri(src.arg);
         dst.is_nbd = nbd_uri_is_uri(dst.arg);
 
-        r = src.is_nbd ? open_nbd(&src, (unsigned) connections) : open_local(&src, false, 0);
+        r = src.is_nbd ? open_nbd(&src, (unsigned) connections, psk_file) : open_local(&src, false, 0);
         if (r < 0)
                 return 1;
-        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections)
+        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections, psk_file)
                        : open_local(&dst, true, copy_endpoint_size(&src.ep));
         if (r < 0)
                 return 1;

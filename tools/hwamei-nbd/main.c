@@ -5,8 +5,10 @@
  *
  *   hwamei-nbd serve PATH --listen ADDR:PORT [--export NAME] [--readonly] [--psk-file FILE]
  *   hwamei-nbd copy SRC DST [--verify] [-R N] [--request-size BYTES] [-C N] [--destination-is-zero]
+ *                           [--psk-file FILE]
  */
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,10 +18,11 @@ static void help(void) {
         printf("Usage: hwamei-nbd serve PATH --listen ADDR:PORT [--export NAME] [--readonly] [--psk-file "
                "FILE]\n"
                "       hwamei-nbd copy SRC DST [--verify] [-R|--requests N] [--request-size BYTES]\n"
-               "                       [-C|--connections N] [--destination-is-zero]\n"
+               "                       [-C|--connections N] [--destination-is-zero] [--psk-file FILE]\n"
                "\n"
-               "SRC and DST are local paths (files or block devices) or nbd://HOST[:PORT]/EXPORT URIs.\n"
-               "TLS (--psk-file, nbds://) and resumable copies (--resume) are not in this build yet.\n");
+               "SRC and DST are local paths (files or block devices) or nbd://HOST[:PORT]/EXPORT URIs;\n"
+               "nbds://IDENTITY@HOST[:PORT]/EXPORT uses TLS with the key of IDENTITY from --psk-file.\n"
+               "Resumable copies (--resume) are not in this build yet.\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -31,6 +34,9 @@ int main(int argc, char *argv[]) {
                 printf("hwamei-nbd %s\n", HWAMEID_VERSION);
                 return 0;
         }
+        /* TLS writes through OpenSSL's socket BIO (write(), not send(MSG_NOSIGNAL)): a peer that went
+         * away must give EPIPE, not kill us. */
+        (void) signal(SIGPIPE, SIG_IGN);
         if (strcmp(argv[1], "serve") == 0)
                 return verb_serve(argc - 1, argv + 1);
         if (strcmp(argv[1], "copy") == 0)

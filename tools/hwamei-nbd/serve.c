@@ -22,6 +22,7 @@
 #include "hwamei-nbd.h"
 #include "log/log.h"
 #include "stream/nbd-server.h"
+#include "stream/nbd-tls.h"
 #include "volume/blockio.h"
 
 static void serve_help(void) {
@@ -32,7 +33,8 @@ static void serve_help(void) {
                "  -e --export NAME             Export name (default: the empty name, the default export)\n"
                "  -r --readonly                Refuse writes\n"
                "     --description TEXT        Description shown to clients that ask\n"
-               "     --psk-file FILE           Require TLS with pre-shared keys\n"
+               "     --psk-file FILE           Require TLS with pre-shared keys (IDENTITY:HEXKEY lines, as\n"
+               "                               psktool writes them; clients: nbds://IDENTITY@HOST...)\n"
                "     --handshake-timeout SECS  Time a client has to finish the handshake (default 10)\n"
                "     --max-connections N       Connections served at once (default 128)\n"
                "  -v --verbose                 Debug logging\n");
@@ -75,6 +77,7 @@ int verb_serve(int argc, char *argv[]) {
         const char *listen_address = NULL, *export_name = "", *description = NULL, *psk_file = NULL;
         bool read_only = false, verbose = false;
         unsigned long handshake_timeout = 10, max_connections = NBD_SERVER_MAX_CONNECTIONS_DEFAULT;
+        _cleanup_(nbd_tls_context_freep) NbdTlsContext *tls = NULL;
         _cleanup_(nbd_server_freep) NbdServer *server = NULL;
         _cleanup_(blockdev_closep) BlockDev *dev = NULL;
         const char *path;
@@ -129,11 +132,29 @@ int verb_serve(int argc, char *argv[]) {
                 return 2;
         }
         path = argv[optind];
-        if (psk_file) {
-                fprintf(stderr, "hwamei-nbd serve: --psk-file: TLS is not available in this build yet.\n");
-                return 1;
-        }
         log_set_max_level(verbose ? LOG_DEBUG : LOG_INFO);
+        if (psk_file) {
+                struct stat pst;
+
+                r = nbd_tls_context_new_server_file(psk_file, &tls);
+                if (r < 0) {
+                        if (r == -EINVAL)
+                                fprintf(stderr,
+                                        "hwamei-nbd serve: --psk-file %s: malformed (expected "
+                                        "IDENTITY:HEXKEY "
+                                        "lines with keys of %u…%u bytes; -v tells which line).\n",
+                                        psk_file, NBD_TLS_PSK_MIN_KEY, NBD_TLS_PSK_MAX_KEY);
+                        else
+                                fprintf(stderr, "hwamei-nbd serve: --psk-file %s: %s.\n", psk_file,
+                                        strerror(-r));
+                        return 1;
+                }
+                nbd_tls_context_set_handshake_timeout(tls, (uint64_t) handshake_timeout * USEC_PER_SEC);
+                if (stat(psk_file, &pst) >= 0 && (pst.st_mode & (S_IRWXG | S_IRWXO)))
+                        log_warning("hwamei-nbd serve: %s is readable by group or others; keep PSK files "
+                                    "0600.",
+                                    psk_file);
+        }
 
         r = blockdev_open(path, read_only ? BLOCKDEV_READ_ONLY : 0, &dev);
         if (r < 0) {
@@ -159,6 +180,8 @@ int verb_serve(int argc, char *argv[]) {
         nbd_server_set_handshake_timeout(server, (uint64_t) handshake_timeout * USEC_PER_SEC);
         nbd_server_set_max_connections(server, (unsigned) max_connections);
         nbd_server_set_disconnect_callback(server, on_disconnect, NULL);
+        if (tls)
+                nbd_server_set_tls(server, nbd_tls_server_start, tls, true);
 
         r = nbd_server_add_export(server, export_name, dev, read_only, description);
         if (r < 0) {
@@ -200,6 +223,6 @@ int verb_serve(int argc, char *argv[]) {
                 }
         }
         log_info("hwamei-nbd: %s received, stopping.", strsignal(sig));
-        server = nbd_server_free(server);
+        server = nbd_server_free(server); /* before the TLS context it uses */
         return 0;
 }
