@@ -335,6 +335,10 @@ static int leader_write(LeaderElector *le, bool create, cJSON *body, KubeRespons
                 r = kube_request(le->client, KUBE_POST, le->collection_path, body, done, le, &le->request);
         else
                 r = kube_request(le->client, KUBE_PUT, le->lease_path, body, done, le, &le->request);
+        /* Renewals must not wait behind other requests or retry on their own: the elector's timing
+         * (renew deadline < lease duration) is what keeps leadership safe. */
+        if (r >= 0)
+                kube_request_set_flags(le->request, KUBE_REQUEST_URGENT | KUBE_REQUEST_NO_RETRY);
         return r;
 }
 

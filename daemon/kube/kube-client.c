@@ -38,6 +38,7 @@ struct KubeRequest {
         usec_t retry_after;
         int abort_error;
         int start_error; /* set when the transfer could not be set up */
+        unsigned flags;  /* KUBE_REQUEST_* */
         unsigned attempts;
         usec_t not_before;
         char message[512];
@@ -140,6 +141,11 @@ static void kube_request_free(KubeRequest *r) {
         free(r->path);
         free(r->body);
         free(r);
+}
+
+void kube_request_set_flags(KubeRequest *r, unsigned flags) {
+        if (r)
+                r->flags = flags;
 }
 
 KubeRequest *kube_request_cancel(KubeRequest *r) {
@@ -365,8 +371,8 @@ static void kube_request_finish(KubeRequest *r, CURLcode result) {
         }
 
         /* The server asked us to come back later: do so, quietly, a bounded number of times. */
-        if (!r->watch && resp.retry_after > 0 && (resp.http_code == 429 || resp.http_code >= 500) &&
-            r->attempts < KUBE_CLIENT_RETRIES) {
+        if (!r->watch && !(r->flags & KUBE_REQUEST_NO_RETRY) && resp.retry_after > 0 &&
+            (resp.http_code == 429 || resp.http_code >= 500) && r->attempts < KUBE_CLIENT_RETRIES) {
                 cJSON_Delete(resp.body);
                 (void) curl_multi_remove_handle(c->multi, r->easy);
                 curl_easy_cleanup(r->easy);
@@ -587,7 +593,7 @@ static int kube_client_on_queue(sd_event_source *s, uint64_t usec, void *userdat
                         next = MIN(next, r->not_before);
                         continue;
                 }
-                if (!r->watch && c->qps > 0) {
+                if (!r->watch && !(r->flags & KUBE_REQUEST_URGENT) && c->qps > 0) {
                         if (c->tokens < 1.0) {
                                 next = MIN(next,
                                            n + (usec_t) ((1.0 - c->tokens) * USEC_PER_SEC / c->qps) + 1);

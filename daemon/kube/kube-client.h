@@ -97,6 +97,13 @@ int kube_request(KubeClient *c, KubeMethod method, const char *path, const cJSON
 int kube_watch(KubeClient *c, const char *path, KubeStreamHandler on_data, KubeResponseHandler done,
                void *userdata, KubeRequest **ret);
 
+/* Per-request behaviour, set right after kube_request() (before the loop runs again). */
+enum {
+        KUBE_REQUEST_URGENT = 1 << 0,   /* not held back by the client-side rate limit */
+        KUBE_REQUEST_NO_RETRY = 1 << 1, /* no quiet Retry-After retries: the caller has its own timing */
+};
+void kube_request_set_flags(KubeRequest *r, unsigned flags);
+
 /* Drops the request; its handler is not called. Returns NULL. */
 KubeRequest *kube_request_cancel(KubeRequest *r);
 

@@ -283,6 +283,15 @@ static void lsn_on_object(Informer *inf, const cJSON *obj, void *userdata) {
         lsn_writer_sync(userdata);
 }
 
+/* A relist reports deletions while the object is still in the cache: look once it is gone. */
+static void lsn_on_object_deleted(Informer *inf, const cJSON *obj, void *userdata) {
+        LsnWriter *w = userdata;
+
+        (void) inf, (void) obj;
+        (void) sd_event_source_set_time_relative(w->retry, 0);
+        (void) sd_event_source_set_enabled(w->retry, SD_EVENT_ONESHOT);
+}
+
 static void lsn_on_object_updated(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
         (void) old;
         lsn_on_object(inf, obj, userdata);
@@ -317,7 +326,7 @@ int lsn_writer_new(KubeClient *client, Storage *storage, const LsnConfig *config
         static const InformerHandlers handlers = {
                 .added = lsn_on_object,
                 .updated = lsn_on_object_updated,
-                .deleted = lsn_on_object,
+                .deleted = lsn_on_object_deleted,
                 .synced = lsn_on_synced,
         };
         int r;

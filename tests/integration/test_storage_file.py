@@ -174,3 +174,12 @@ def test_replica_below_4mib_is_refused_by_the_api(standin, storage_node):
                                           spec={"volumeName": "tiny", "poolName": "LocalStorage_PoolHDD",
                                                 "nodeName": "test-node", "requiredCapacityBytes": 1 * MiB}))
     assert r.status == 422 and "requiredCapacityBytes" in r.json["message"]
+
+
+def test_deleted_localstoragenode_is_created_again(standin, storage_node):
+    first = wait(lambda: lsn_status(standin), what="LocalStorageNode")
+    standin.api("DELETE", f"{LSN}/test-node", expect=200)
+    again = wait(lambda: (lambda o: o if o and o["metadata"]["uid"] != first["metadata"]["uid"] and
+                          o.get("status", {}).get("pools") else None)(lsn_status(standin)),
+                 what="a new LocalStorageNode with its status")
+    assert set(again["status"]["pools"]) == {"LocalStorage_PoolHDD", "LocalStorage_PoolSSD"}
