@@ -29,6 +29,7 @@ typedef struct ReplicaFailure {
         char *message;
         unsigned attempts;
         usec_t not_before;
+        bool fired; /* its retry has been queued; the next failure arms it again */
 } ReplicaFailure;
 
 #define REPLICA_RETRY_MIN (1 * USEC_PER_SEC)
@@ -47,7 +48,7 @@ struct ReplicaController {
         KubeUpdate *update;
         sd_event_source *defer;
         Hashmap *failures; /* name → ReplicaFailure */
-        sd_event_source *retry_timer;
+        sd_event_source *retry_timer, *api_retry;
 };
 
 /* ---- the queue ---------------------------------------------------------------------------- */
@@ -136,14 +137,19 @@ static cJSON *replica_status_build(const ReplicaStatus *st, const cJSON *current
         return TAKE_PTR(o);
 }
 
+static void replica_api_failed(ReplicaController *rc, const char *name, int error, const char *message);
+
 static void replica_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) {
         ReplicaController *rc = userdata;
 
         (void) req;
         rc->request = NULL;
-        if (resp->error < 0 && resp->error != -ENOENT)
+        if (resp->error < 0 && resp->error != -ENOENT && rc->busy) {
                 log_ratelimit(LOG_WARNING, USEC_PER_MINUTE, 5, "Replica %s: writing to the API failed: %s",
-                              strna(rc->busy), resp->message);
+                              rc->busy, resp->message);
+                /* Look again after a pause, whether or not anything else happens meanwhile. */
+                replica_api_failed(rc, rc->busy, resp->error, resp->message);
+        }
         replica_done(rc);
 }
 
@@ -298,9 +304,22 @@ static void replica_record(ReplicaController *rc, const char *name, int error, c
         }
         (void) free_and_strdup(&f->message, message ?: strerror(-error));
         f->attempts++;
+        f->fired = false;
         f->not_before = now(CLOCK_MONOTONIC) +
                         MIN(REPLICA_RETRY_MIN << MIN(f->attempts - 1, 20U), REPLICA_RETRY_MAX);
         replica_arm_retry(rc);
+}
+
+/* An API write failed: every replica is looked at again in a few seconds (writes that are
+ * already right cost nothing), whether or not anything else happens meanwhile. */
+static void replica_api_failed(ReplicaController *rc, const char *name, int error, const char *message) {
+        int enabled = SD_EVENT_OFF;
+
+        (void) name, (void) error, (void) message;
+        if (sd_event_source_get_enabled(rc->api_retry, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return;
+        (void) sd_event_source_set_time_relative(rc->api_retry, 5 * USEC_PER_SEC);
+        (void) sd_event_source_set_enabled(rc->api_retry, SD_EVENT_ONESHOT);
 }
 
 static void replica_on_storage(int error, const char *message, void *userdata) {
@@ -373,7 +392,7 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
 
         v = storage_find_volume(rc->storage, pool, volume);
         const ReplicaFailure *failure = hashmap_get(rc->failures, name);
-        bool waiting = failure && now(CLOCK_MONOTONIC) < failure->not_before;
+        bool waiting = failure && !failure->fired && now(CLOCK_MONOTONIC) < failure->not_before;
         bool foreign = v && v->owner && uid && !streq(v->owner, uid);
 
         if (deleting || delete_requested) {
@@ -584,6 +603,15 @@ static void replica_on_object_updated(Informer *inf, const cJSON *old, const cJS
         replica_on_object(inf, obj, userdata);
 }
 
+static void replica_on_object_deleted(Informer *inf, const cJSON *obj, void *userdata) {
+        ReplicaController *rc = userdata;
+        const char *name = json_get_string(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
+        ReplicaFailure *f = name ? hashmap_remove(rc->failures, name) : NULL;
+
+        (void) inf;
+        replica_failure_free(f);
+}
+
 static int replica_enqueue_json(const char *key, const char *rv, const char *json, void *userdata) {
         (void) rv, (void) json;
         replica_enqueue(userdata, key);
@@ -594,12 +622,19 @@ void replica_controller_storage_changed(ReplicaController *rc) {
         (void) kube_cache_foreach_json(informer_cache(rc->informer), replica_enqueue_json, rc);
 }
 
+static int replica_on_api_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        replica_controller_storage_changed(userdata);
+        return 0;
+}
+
 int replica_controller_new(KubeClient *client, Storage *storage, EventRecorder *events,
                            const char *node_name, ReplicaController **ret) {
         _cleanup_(replica_controller_freep) ReplicaController *rc = NULL;
         static const InformerHandlers handlers = {
                 .added = replica_on_object,
                 .updated = replica_on_object_updated,
+                .deleted = replica_on_object_deleted,
         };
         int r;
 
@@ -622,6 +657,11 @@ int replica_controller_new(KubeClient *client, Storage *storage, EventRecorder *
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(rc->retry_timer, "replica-retry");
+        r = sd_event_add_time(kube_client_event(client), &rc->api_retry, CLOCK_MONOTONIC, USEC_INFINITY, 0,
+                              replica_on_api_retry, rc);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(rc->api_retry, "replica-api-retry");
         /* Only this node's replicas: the API server filters them (a selectable field of the CRD). */
         r = informer_new(client,
                          &(InformerConfig){ .name = "localvolumereplicas",
@@ -652,6 +692,7 @@ ReplicaController *replica_controller_free(ReplicaController *rc) {
         informer_free(rc->informer);
         sd_event_source_disable_unref(rc->defer);
         sd_event_source_disable_unref(rc->retry_timer);
+        sd_event_source_disable_unref(rc->api_retry);
         hashmap_free_with(rc->queue, free_name);
         hashmap_free_with(rc->failures, replica_failure_free);
         free(rc->busy);
