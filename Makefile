@@ -5,6 +5,8 @@
 #   make check           install what is missing (make deps), then every test suite
 #   make deps            install the Debian packages the build and the tests need
 #   make install         install into $(DESTDIR)$(prefix)
+#   make deb, make rpm   build the packages (build/packages/), each from a copy of the tree
+#   make check-packages  build both packages and check their contents
 #
 # WARN_ONLY=1 turns -Werror off; V=1 shows the commands.
 
@@ -16,6 +18,12 @@ bindir ?= $(prefix)/bin
 sysconfdir ?= /etc
 unitdir ?= /lib/systemd/system
 mandir ?= $(prefix)/share/man
+datadir ?= $(prefix)/share
+localstatedir ?= /var
+tmpfilesdir ?= $(prefix)/lib/tmpfiles.d
+catalogdir ?= $(prefix)/lib/systemd/catalog
+modulesloaddir ?= $(prefix)/lib/modules-load.d
+bashcompletiondir ?= $(datadir)/bash-completion/completions
 
 CC ?= cc
 ifeq ($(V),1)
@@ -180,6 +188,12 @@ check-standin:
 bench-kube: all
 	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) tests/bench/bench_kube.py $(BENCH_ARGS)
 
+# The block stream against nbdcopy and nbdkit (plain and TLS-PSK): MB/s, CPU s/GiB, peak RSS and
+# the ratios, as "bench:" lines. BENCH_ARGS="--size-mib 512" is quicker.
+.PHONY: bench-stream
+bench-stream: all deps
+	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) tests/bench/bench_stream.py $(BENCH_ARGS)
+
 .PHONY: format
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
@@ -188,16 +202,74 @@ format:
 check-format:
 	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
 
+.PHONY: programs
+programs: $(PROGRAMS)
+
+# The installed layout; the Debian and RPM packaging call this and list nothing of their own.
 .PHONY: install
-install: all
+install: $(PROGRAMS)
 	install -Dm0755 $(BUILDDIR)/hwameid $(DESTDIR)$(sbindir)/hwameid
 	install -Dm0755 $(BUILDDIR)/hwameictl $(DESTDIR)$(bindir)/hwameictl
 	install -Dm0755 $(BUILDDIR)/hwamei-nbd $(DESTDIR)$(bindir)/hwamei-nbd
 	install -Dm0644 units/hwameid.service $(DESTDIR)$(unitdir)/hwameid.service
+	install -Dm0644 units/hwameid.tmpfiles $(DESTDIR)$(tmpfilesdir)/hwameid.conf
+	install -Dm0644 units/hwameid.catalog $(DESTDIR)$(catalogdir)/hwameid.catalog
+	install -Dm0644 units/hwameid-modules.conf $(DESTDIR)$(modulesloaddir)/hwameid.conf
 	install -Dm0644 conf/hwameid.conf $(DESTDIR)$(sysconfdir)/hwameid/hwameid.conf
+	install -d -m0700 $(DESTDIR)$(localstatedir)/lib/hwameid
+	install -d -m0755 $(DESTDIR)$(datadir)/hwameid/crds
+	install -m0644 conf/crds/*.yaml $(DESTDIR)$(datadir)/hwameid/crds/
+	install -Dm0644 tools/hwameictl/hwameictl.bash-completion $(DESTDIR)$(bashcompletiondir)/hwameictl
 	install -Dm0644 packaging/man/hwameid.8 $(DESTDIR)$(mandir)/man8/hwameid.8
 	install -Dm0644 packaging/man/hwameictl.8 $(DESTDIR)$(mandir)/man8/hwameictl.8
 	install -Dm0644 packaging/man/hwameid.conf.5 $(DESTDIR)$(mandir)/man5/hwameid.conf.5
+
+# Packages. Each is built from a copy of the tree (tracked files and new, not ignored ones) in a
+# temporary directory and lands in $(PKGDIR); VERSION is the only version: the Debian changelog
+# and the RPM spec are generated from it here.
+PKGDIR ?= build/packages
+PKG_DATE := $(shell git log -1 --format=%cD 2>/dev/null || date -R)
+PKG_RPMDATE := $(shell git log -1 --date='format:%a %b %d %Y' --format=%cd 2>/dev/null || date '+%a %b %d %Y')
+PKG_FILES = git ls-files -z --cached --others --exclude-standard | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh
+
+.PHONY: deb
+deb:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	src=$$tmp/hwameid-$(VERSION); mkdir -p $$src $(PKGDIR); \
+	$(PKG_FILES) | tar --null -T - -cf - | tar -xf - -C $$src; \
+	cp -r packaging/deb/debian $$src/debian; \
+	printf 'hwameid (%s) unstable; urgency=medium\n\n  * hwameid %s.\n\n -- %s  %s\n' \
+		'$(VERSION)' '$(VERSION)' "$$(sed -n 's/^Maintainer: //p' packaging/deb/debian/control)" \
+		'$(PKG_DATE)' >$$src/debian/changelog; \
+	(cd $$src && dpkg-buildpackage -b -us -uc); \
+	cp $$tmp/*.deb $(PKGDIR)/; \
+	if command -v lintian >/dev/null; then lintian --fail-on error $$tmp/*.changes; fi; \
+	ls $(PKGDIR)/hwameid_$(VERSION)_*.deb
+
+# On Debian, rpmbuild cannot resolve BuildRequires (the build dependencies are Debian packages),
+# so it runs with --nodeps, and packaging/rpm/macros.debian supplies what Debian's rpm lacks
+# (the systemd macros).
+ifneq ($(wildcard /etc/debian_version),)
+RPMBUILD_FLAGS ?= --nodeps --load=packaging/rpm/macros.debian
+endif
+.PHONY: rpm
+rpm:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p $$tmp/SOURCES $$tmp/SPECS $$tmp/src/hwameid-$(VERSION) $(PKGDIR); \
+	$(PKG_FILES) | tar --null -T - -cf - | tar -xf - -C $$tmp/src/hwameid-$(VERSION); \
+	tar -C $$tmp/src -czf $$tmp/SOURCES/hwameid-$(VERSION).tar.gz hwameid-$(VERSION); \
+	sed -e 's/@VERSION@/$(VERSION)/g' -e 's/@DATE@/$(PKG_RPMDATE)/' \
+		-e "s/@PACKAGER@/$$(sed -n 's/^Maintainer: //p' packaging/deb/debian/control)/" \
+		packaging/rpm/hwameid.spec.in >$$tmp/SPECS/hwameid.spec; \
+	rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $$tmp" $$tmp/SPECS/hwameid.spec; \
+	find $$tmp/RPMS -name '*.rpm' -exec cp {} $(PKGDIR)/ \;; \
+	if command -v rpmlint >/dev/null; then rpmlint $$tmp/SPECS/hwameid.spec $(PKGDIR)/hwameid-$(VERSION)-*.rpm || true; fi; \
+	ls $(PKGDIR)/hwameid-$(VERSION)-*.rpm
+
+# Builds both packages and checks their contents, installs the .deb into a scratch root.
+.PHONY: check-packages
+check-packages: $(PROGRAMS)
+	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/integration/test_packaging.py
 
 .PHONY: clean
 clean:
