@@ -24,6 +24,17 @@ static inline const char *strna(const char *s) {
         return s ?: "n/a";
 }
 
+/* The value of one hexadecimal digit, or -1. */
+static inline int unhexchar(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
 /* Returns a pointer past prefix in s, or NULL when s does not start with prefix. */
 char *startswith(const char *s, const char *prefix);
 bool endswith(const char *s, const char *suffix);

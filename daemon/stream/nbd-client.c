@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "basic/macro.h"
+#include "basic/string-util.h"
 #include "basic/time-util.h"
 #include "log/log.h"
 #include "stream/nbd-client.h"
@@ -49,16 +50,6 @@ void nbd_uri_done(NbdUri *u) {
         u->export = mfree(u->export);
 }
 
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Percent-decodes [s, s+n) into a new string; NUL bytes are refused. */
 static int uri_decode(const char *s, size_t n, char **ret) {
         _cleanup_free_ char *d = malloc(n + 1);
@@ -71,8 +62,8 @@ static int uri_decode(const char *s, size_t n, char **ret) {
                         int hi, lo;
                         if (i + 2 >= n)
                                 return -EINVAL;
-                        hi = unhex(s[i + 1]);
-                        lo = unhex(s[i + 2]);
+                        hi = unhexchar(s[i + 1]);
+                        lo = unhexchar(s[i + 2]);
                         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                                 return -EINVAL;
                         d[j++] = (char) (hi * 16 + lo);

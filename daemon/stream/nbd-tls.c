@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "basic/macro.h"
+#include "basic/string-util.h"
 #include "log/log.h"
 #include "stream/nbd-tls.h"
 
@@ -55,16 +56,6 @@ NbdTlsPskFile *nbd_tls_psk_file_free(NbdTlsPskFile *f) {
         return mfree(f);
 }
 
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 static int psk_parse_line(const char *path, unsigned lineno, char *line, PskEntry *ret) {
         char *colon = strchr(line, ':'), *hex;
         size_t idlen, hexlen;
@@ -89,7 +80,7 @@ static int psk_parse_line(const char *path, unsigned lineno, char *line, PskEntr
         if (!key)
                 return -ENOMEM;
         for (size_t i = 0; i < hexlen / 2; i++) {
-                int hi = unhex(hex[2 * i]), lo = unhex(hex[2 * i + 1]);
+                int hi = unhexchar(hex[2 * i]), lo = unhexchar(hex[2 * i + 1]);
                 if (hi < 0 || lo < 0) {
                         OPENSSL_cleanse(key, hexlen / 2);
                         free(key);
