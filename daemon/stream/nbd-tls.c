@@ -13,6 +13,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 
 #include "basic/macro.h"
@@ -755,4 +756,23 @@ const char *nbd_tls_transport_cipher(NbdTransport *t) {
 const char *nbd_tls_transport_identity(NbdTransport *t) {
         TlsTransport *s = tls_of(t);
         return s ? s->identity : NULL;
+}
+
+int nbd_tls_derive_key(const void *secret, size_t secret_len, const char *identity,
+                       uint8_t key[static NBD_TLS_DERIVED_KEY_SIZE]) {
+        uint8_t msg[sizeof(NBD_TLS_DERIVE_LABEL) - 1 + 255];
+        size_t n = identity ? strlen(identity) : 0, label = sizeof(NBD_TLS_DERIVE_LABEL) - 1;
+        unsigned out = 0;
+
+        if (!secret || secret_len < 16 || secret_len > 4096 || n == 0 || n > 255)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) identity[i] < 0x21 || (unsigned char) identity[i] > 0x7e)
+                        return -EINVAL;
+        memcpy(msg, NBD_TLS_DERIVE_LABEL, label);
+        memcpy(msg + label, identity, n);
+        if (!HMAC(EVP_sha256(), secret, (int) secret_len, msg, label + n, key, &out) ||
+            out != NBD_TLS_DERIVED_KEY_SIZE)
+                return -EIO;
+        return 0;
 }

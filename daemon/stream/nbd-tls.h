@@ -68,6 +68,17 @@ int nbd_tls_context_new_client(const char *identity, const uint8_t *key, size_t 
 /* Client with the key of identity from a PSK file; identity NULL: $LOGNAME, then the login name
  * (as libnbd). -ENOKEY when the file has no such identity. */
 int nbd_tls_context_new_client_file(const char *psk_file, const char *identity, NbdTlsContext **ret);
+/*
+ * Per-migration keys: HMAC-SHA256(cluster secret, NBD_TLS_DERIVE_LABEL identity). Both nodes of a
+ * migration derive the same key from the secret installed on every node and the identity the
+ * migration names, a key is good for that identity alone, and no key travels over the network.
+ * identity: 1..255 printable bytes.
+ */
+#define NBD_TLS_DERIVE_LABEL     "hwameid-nbd-psk:"
+#define NBD_TLS_DERIVED_KEY_SIZE 32
+int nbd_tls_derive_key(const void *secret, size_t secret_len, const char *identity,
+                       uint8_t key[static NBD_TLS_DERIVED_KEY_SIZE]);
+
 NbdTlsContext *nbd_tls_context_free(NbdTlsContext *ctx);
 DEFINE_TRIVIAL_CLEANUP_FUNC(NbdTlsContext *, nbd_tls_context_free);
 /* The time a server-side handshake may take (default NBD_TLS_HANDSHAKE_TIMEOUT_USEC). */
