@@ -266,8 +266,22 @@ static int file_scan(const Storage *s, StorageSnapshot **ret) {
 
         if (!snap)
                 return -ENOMEM;
-        if (mkdir(s->file_dir, 0700) < 0 && errno != EEXIST)
-                return -errno;
+        /* mkdir -p: on a fresh machine /var/lib/hwameid may not exist yet (the unit's
+         * StateDirectory= makes it under systemd). */
+        _cleanup_free_ char *top = strdup(s->file_dir);
+        if (!top)
+                return -ENOMEM;
+        for (char *slash = strchr(top + 1, '/');; slash = strchr(slash + 1, '/')) {
+                if (slash)
+                        *slash = '\0';
+                int k = mkdir(top, 0700) < 0 && errno != EEXIST ? -errno : 0;
+                if (slash)
+                        *slash = '/';
+                if (k < 0)
+                        return k;
+                if (!slash)
+                        break;
+        }
 
         for (char **c = s->file_classes; c && *c; c++) {
                 _cleanup_free_ char *pool = NULL, *dir = NULL;
