@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from conftest import KUBE_PROBE, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "standin"))
@@ -114,16 +116,33 @@ class Informer:
         return out[-1]
 
 
+@pytest.fixture
+def informers():
+    """Starts kube-probe informers; whatever the test's outcome, none outlives it."""
+    started = []
+
+    def make(*args, **kwargs):
+        inf = Informer(*args, **kwargs)
+        started.append(inf)
+        return inf
+
+    yield make
+    for inf in started:
+        if inf.proc.poll() is None:
+            inf.proc.kill()
+            inf.proc.wait()
+
+
 def server_state(standin):
     items = standin.api("GET", LVS)["items"]
     return sorted(f"{o['metadata']['name']}@{o['metadata']['resourceVersion']}" for o in items)
 
 
-def test_watch_survives_drops_restarts_and_410_without_lost_or_repeated_events(standin, tmp_path):
+def test_watch_survives_drops_restarts_and_410_without_lost_or_repeated_events(standin, tmp_path, informers):
     kc = standin.kubeconfig
     for i in (1, 2, 3):
         standin.api("POST", LVS, lv(f"pvc-{i}"), expect=201)
-    inf = Informer(kc, LVS)
+    inf = informers(kc, LVS)
     assert sorted(inf.expect(3)) == [("added", "pvc-1"), ("added", "pvc-2"), ("added", "pvc-3")]
     standin.wait_watches(1, resource="hwameistor.io/localvolumes")
 
@@ -138,6 +157,14 @@ def test_watch_survives_drops_restarts_and_410_without_lost_or_repeated_events(s
     port, state = standin.port, standin.state_dir
     standin.stop()
     restarted = Standin(str(tmp_path / "standin"), state_dir=state, port=port).start()
+    try:
+        check_after_restart(restarted, inf)
+    finally:
+        restarted.stop()
+
+
+def check_after_restart(restarted, inf):
+    """The rest of the test above, against the restarted server (which the caller stops)."""
     restarted.api("POST", LVS, lv("pvc-5"), expect=201)
     restarted.api("DELETE", f"{LVS}/pvc-2", expect=200)
     assert sorted(inf.expect(2)) == [("added", "pvc-5"), ("deleted", "pvc-2")]
@@ -157,13 +184,12 @@ def test_watch_survives_drops_restarts_and_410_without_lost_or_repeated_events(s
     # Every (event, object, resourceVersion) was delivered once.
     seen = [(e["event"], e["name"], e["rv"]) for e in inf.events]
     assert len(seen) == len(set(seen)), seen
-    restarted.stop()
 
 
-def test_field_selector_narrows_to_one_object(standin):
+def test_field_selector_narrows_to_one_object(standin, informers):
     for i in (1, 2):
         standin.api("POST", LVS, lv(f"sel-{i}"), expect=201)
-    inf = Informer(standin.kubeconfig, LVS, field="metadata.name=sel-2")
+    inf = informers(standin.kubeconfig, LVS, field="metadata.name=sel-2")
     assert inf.expect(1) == [("added", "sel-2")]
     standin.wait_watches(1, resource="hwameistor.io/localvolumes", field="metadata.name=sel-2")
     standin.api("PATCH", f"{LVS}/sel-1", {"spec": {"replicaNumber": 2}}, ctype="application/merge-patch+json")
