@@ -69,11 +69,7 @@ static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
         [MANAGER_STOPPING] = "stopping",
 };
 
-const char *manager_state_to_string(ManagerState s) {
-        if (s < 0 || s >= _MANAGER_STATE_MAX)
-                return NULL;
-        return manager_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(manager_state, ManagerState, manager_state_table)
 
 static void manager_set_state(Manager *m, ManagerState state) {
         if (m->state == state)

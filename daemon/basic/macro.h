@@ -11,24 +11,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define _cleanup_(f)         __attribute__((cleanup(f)))
-#define _unused_             __attribute__((unused))
-#define _printf_(a, b)       __attribute__((format(printf, a, b)))
-#define _noreturn_           __attribute__((noreturn))
-#define _pure_               __attribute__((pure))
-#define _warn_unused_result_ __attribute__((warn_unused_result))
-#define _likely_(x)          (__builtin_expect(!!(x), 1))
-#define _unlikely_(x)        (__builtin_expect(!!(x), 0))
+#define _cleanup_(f)       __attribute__((cleanup(f)))
+#define _unused_           __attribute__((unused))
+#define _printf_(a, b)     __attribute__((format(printf, a, b)))
 
-#define ELEMENTSOF(x)        (sizeof(x) / sizeof((x)[0]))
-#define MIN(a, b)            ((a) < (b) ? (a) : (b))
-#define MAX(a, b)            ((a) > (b) ? (a) : (b))
-#define CLAMP(x, lo, hi)     MIN(MAX((x), (lo)), (hi))
-#define DIV_ROUND_UP(x, y)   (((x) + (y) -1) / (y))
-#define ROUND_UP(x, y)       (DIV_ROUND_UP(x, y) * (y))
-
-#define STRINGIFY_(x)        #x
-#define STRINGIFY(x)         STRINGIFY_(x)
+#define ELEMENTSOF(x)      (sizeof(x) / sizeof((x)[0]))
+#define MIN(a, b)          ((a) < (b) ? (a) : (b))
+#define MAX(a, b)          ((a) > (b) ? (a) : (b))
+#define CLAMP(x, lo, hi)   MIN(MAX((x), (lo)), (hi))
+#define DIV_ROUND_UP(x, y) (((x) + (y) -1) / (y))
+#define ROUND_UP(x, y)     (DIV_ROUND_UP(x, y) * (y))
 
 /* Hand a value out of a _cleanup_ scope: returns it and resets the variable to its empty value. */
 #define TAKE_GENERIC(var, type, nullvalue)                                                                  \
@@ -91,6 +83,17 @@ static inline void closep(int *fd) {
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
 }
+
+/*
+ * "NAME_to_string(value)" for an enum whose names sit in TABLE (indexed by value): the name, or
+ * NULL for a value out of range.
+ */
+#define DEFINE_STRING_TABLE_TO_STRING(name, type, table)                                                    \
+        const char *name##_to_string(type v) {                                                              \
+                if ((long long) v < 0 || (size_t) v >= ELEMENTSOF(table))                                   \
+                        return NULL;                                                                        \
+                return table[v];                                                                            \
+        }
 
 /* A NULL-terminated array literal of strings. */
 #define STRV_MAKE(...) ((char *[]){ __VA_ARGS__, NULL })

@@ -55,11 +55,7 @@ static const char *const cluster_state_table[_CLUSTER_STATE_MAX] = {
         [CLUSTER_DEGRADED] = "degraded",
 };
 
-const char *cluster_state_to_string(ClusterState s) {
-        if (s < 0 || s >= _CLUSTER_STATE_MAX)
-                return NULL;
-        return cluster_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(cluster_state, ClusterState, cluster_state_table)
 
 static void cluster_changed(Cluster *c) {
         if (c->cb.changed)

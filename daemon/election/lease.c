@@ -97,11 +97,7 @@ static const char *const leader_state_table[_LEADER_STATE_MAX] = {
         [LEADER_LEADING] = "leading", [LEADER_RELEASING] = "releasing",
 };
 
-const char *leader_state_to_string(LeaderState s) {
-        if (s < 0 || s >= _LEADER_STATE_MAX)
-                return NULL;
-        return leader_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(leader_state, LeaderState, leader_state_table)
 
 int leader_elector_config_validate(const LeaderElectorConfig *c) {
         if (isempty(c->namespace) || isempty(c->name) || isempty(c->identity))

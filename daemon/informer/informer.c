@@ -51,11 +51,7 @@ static const char *const informer_state_table[_INFORMER_STATE_MAX] = {
         [INFORMER_BACKOFF] = "backoff",
 };
 
-const char *informer_state_to_string(InformerState s) {
-        if (s < 0 || s >= _INFORMER_STATE_MAX)
-                return NULL;
-        return informer_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(informer_state, InformerState, informer_state_table)
 
 static void informer_set_state(Informer *inf, InformerState state) {
         if (inf->state == state)

@@ -30,11 +30,7 @@ static const char *const watch_event_type_table[_WATCH_EVENT_TYPE_MAX] = {
         [WATCH_EVENT_ERROR] = "ERROR",
 };
 
-const char *watch_event_type_to_string(WatchEventType t) {
-        if (t < 0 || t >= _WATCH_EVENT_TYPE_MAX)
-                return NULL;
-        return watch_event_type_table[t];
-}
+DEFINE_STRING_TABLE_TO_STRING(watch_event_type, WatchEventType, watch_event_type_table)
 
 WatchEventType watch_event_type_from_string(const char *s) {
         if (!s)

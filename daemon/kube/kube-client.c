@@ -78,11 +78,7 @@ static const char *const kube_method_table[_KUBE_METHOD_MAX] = {
         [KUBE_DELETE] = "DELETE",
 };
 
-const char *kube_method_to_string(KubeMethod m) {
-        if (m < 0 || m >= _KUBE_METHOD_MAX)
-                return NULL;
-        return kube_method_table[m];
-}
+DEFINE_STRING_TABLE_TO_STRING(kube_method, KubeMethod, kube_method_table)
 
 static const char *kube_method_content_type(KubeMethod m) {
         switch (m) {

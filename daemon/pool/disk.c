@@ -36,11 +36,7 @@ static const char *const disk_class_table[_DISK_CLASS_MAX] = {
         [DISK_CLASS_NVME] = "NVMe",
 };
 
-const char *disk_class_to_string(DiskClass c) {
-        if (c < 0 || c >= _DISK_CLASS_MAX)
-                return NULL;
-        return disk_class_table[c];
-}
+DEFINE_STRING_TABLE_TO_STRING(disk_class, DiskClass, disk_class_table)
 
 DiskClass disk_class_from_string(const char *s) {
         if (!s)
@@ -57,11 +53,7 @@ static const char *const disk_state_table[_DISK_STATE_MAX] = {
         [DISK_BUSY] = "busy",
 };
 
-const char *disk_state_to_string(DiskState s) {
-        if (s < 0 || s >= _DISK_STATE_MAX)
-                return NULL;
-        return disk_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(disk_state, DiskState, disk_state_table)
 
 void disk_done(Disk *d) {
         if (!d)

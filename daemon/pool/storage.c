@@ -25,11 +25,7 @@ static const char *const storage_backend_table[_STORAGE_BACKEND_MAX] = {
         [STORAGE_BACKEND_FILE] = "file",
 };
 
-const char *storage_backend_to_string(StorageBackend b) {
-        if (b < 0 || b >= _STORAGE_BACKEND_MAX)
-                return NULL;
-        return storage_backend_table[b];
-}
+DEFINE_STRING_TABLE_TO_STRING(storage_backend, StorageBackend, storage_backend_table)
 
 StorageBackend storage_backend_from_string(const char *s) {
         for (StorageBackend b = 0; b < _STORAGE_BACKEND_MAX; b++)
@@ -44,11 +40,7 @@ static const char *const storage_disk_state_table[_STORAGE_DISK_STATE_MAX] = {
         [STORAGE_DISK_OFFLINE] = "Offline",
 };
 
-const char *storage_disk_state_to_string(StorageDiskState s) {
-        if (s < 0 || s >= _STORAGE_DISK_STATE_MAX)
-                return NULL;
-        return storage_disk_state_table[s];
-}
+DEFINE_STRING_TABLE_TO_STRING(storage_disk_state, StorageDiskState, storage_disk_state_table)
 
 bool storage_volume_name_is_valid(const char *name) {
         size_t n;
