@@ -29,8 +29,8 @@
 #define NBD_OPT_LIST_META_CONTEXT 9
 #define NBD_OPT_SET_META_CONTEXT 10
 #define NBD_OPT_EXTENDED_HEADERS 11
-/* hwameid peers only (an option number in the experimental range that standard peers answer
- * with NBD_REP_ERR_UNSUP): block hashes for delta copies. */
+/* hwameid peers only (an option number no standard peer knows, so they answer
+ * NBD_REP_ERR_UNSUP): block hashes for delta copies. See "The delta extension" below. */
 #define NBD_OPT_HWAMEID_DELTA UINT32_C(0x48574d44) /* "HWMD" */
 
 #define NBD_REP_ACK 1
@@ -93,6 +93,38 @@
 #define NBD_REPLY_TYPE_BLOCK_STATUS 5
 #define NBD_REPLY_TYPE_ERROR ((1U << 15) | 1)
 #define NBD_REPLY_TYPE_ERROR_OFFSET ((1U << 15) | 2)
+
+/*
+ * The delta extension (hwameid peers only): the client asks the server for hashes of the blocks
+ * it holds and sends only the blocks whose hashes differ from its own.
+ *
+ * Negotiation: after NBD_OPT_STRUCTURED_REPLY was acknowledged and before NBD_OPT_GO, the client
+ * sends NBD_OPT_HWAMEID_DELTA with a struct nbd_hwameid_delta_option payload. The server answers
+ *   NBD_REP_ACK (no payload)   it will hash with that algorithm and block size;
+ *   NBD_REP_ERR_UNSUP          it does not know the option (every standard server);
+ *   NBD_REP_ERR_INVALID        wrong length, unknown algorithm, a block size that is not a power
+ *                              of two in [NBD_HWAMEID_DELTA_BLOCK_MIN, NBD_HWAMEID_DELTA_BLOCK_MAX],
+ *                              or structured replies were not negotiated.
+ * Sending it again replaces the setting; NBD_OPT_STARTTLS forgets it, like everything else.
+ *
+ * Transmission, only after an ACK: NBD_CMD_HWAMEID_HASH with offset a multiple of the block size
+ * and count a multiple of it too, except that the range may end at the export's end; count is
+ * 1..NBD_HWAMEID_HASH_MAX_COUNT; no command flags. Anything else is NBD_EINVAL (NBD_EOVERFLOW
+ * past the end). The reply is one NBD_REPLY_TYPE_HWAMEID_HASHES chunk with NBD_REPLY_FLAG_DONE:
+ * struct nbd_structured_reply_hwameid_hashes, then one NBD_HWAMEID_HASH_SIZE digest per block
+ * (ceil(count / block size) of them): XXH3-128 with seed 0 of the block's bytes in canonical
+ * form (XXH128_canonicalFromHash: big-endian, high half first); the last block of the export is
+ * hashed over its actual length. Holes hash as the zero bytes they read as. On failure: an error
+ * chunk, as for any command. Without an ACK the command is unknown: NBD_EINVAL.
+ */
+#define NBD_HWAMEID_DELTA_XXH3_128      1U
+#define NBD_HWAMEID_DELTA_BLOCK_MIN     4096U
+#define NBD_HWAMEID_DELTA_BLOCK_MAX     (4U << 20)
+#define NBD_HWAMEID_DELTA_BLOCK_DEFAULT (64U << 10)
+#define NBD_HWAMEID_HASH_SIZE           16U
+#define NBD_HWAMEID_HASH_MAX_COUNT      (128U << 20)
+#define NBD_CMD_HWAMEID_HASH            UINT16_C(0x4857)  /* "HW" */
+#define NBD_REPLY_TYPE_HWAMEID_HASHES   UINT16_C(0x4848) /* "HH" (non-error: bit 15 clear) */
 
 #define NBD_STATE_HOLE (1U << 0)
 #define NBD_STATE_ZERO (1U << 1)
@@ -187,6 +219,15 @@ struct nbd_structured_reply_offset_hole {
 struct nbd_structured_reply_error {
         uint32_t error;
         uint16_t len; /* message follows */
+} __attribute__((packed));
+
+struct nbd_hwameid_delta_option {
+        uint32_t algorithm;  /* NBD_HWAMEID_DELTA_XXH3_128 */
+        uint32_t block_size; /* bytes */
+} __attribute__((packed));
+
+struct nbd_structured_reply_hwameid_hashes {
+        uint64_t offset; /* the request's offset; the digests follow */
 } __attribute__((packed));
 
 struct nbd_block_descriptor {
