@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../basic/fileio.h"
 #include "../basic/string-util.h"
 #include "../basic/worker.h"
 #include "lvm.h"
@@ -296,33 +297,6 @@ static int mkdir_p(const char *path, mode_t mode) {
         }
 }
 
-static int write_file_atomic(const char *path, const char *contents) {
-        _cleanup_free_ char *tmp = NULL;
-        size_t n = strlen(contents);
-        _cleanup_close_ int fd = -EBADF;
-
-        if (asprintf(&tmp, "%s.tmp", path) < 0)
-                return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return -errno;
-        for (size_t off = 0; off < n;) {
-                ssize_t k = write(fd, contents + off, n - off);
-                if (k < 0) {
-                        int r = -errno;
-                        (void) unlink(tmp);
-                        return r;
-                }
-                off += (size_t) k;
-        }
-        if (fsync(fd) < 0 || rename(tmp, path) < 0) {
-                int r = -errno;
-                (void) unlink(tmp);
-                return r;
-        }
-        return 0;
-}
-
 static int lvm_write_config(const LvmOptions *o, mode_t mask) {
         _cleanup_free_ char *conf = NULL, *conf_path = NULL, *devices_dir = NULL, *devices_file = NULL,
                             *lock_dir = NULL;
@@ -377,11 +351,11 @@ static int lvm_write_config(const LvmOptions *o, mode_t mask) {
                      o->activation) < 0)
                 return -ENOMEM;
 
-        r = write_file_atomic(conf_path, conf);
+        r = write_file_atomic(conf_path, conf, strlen(conf), 0644);
         if (r < 0)
                 return r;
         /* Emptied at every start; LVM only writes it when a command has no --devices. */
-        return write_file_atomic(devices_file, "");
+        return write_file_atomic(devices_file, "", 0, 0644);
 }
 
 int lvm_worker_new(sd_event *e, const LvmOptions *options, LvmWorker **ret) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t's layout, for checkpoints */
 #include <xxhash.h>
 
 #include "basic/macro.h"
@@ -32,14 +33,16 @@ typedef struct Op {
         uint64_t offset, length;
         bool in_use;
         bool zero;        /* a zero range from the source's map: nothing to read */
+        uint8_t *hashes;  /* delta: the destination's block digests of the piece */
         bool read_done;   /* content available for hashing */
         bool writes_done; /* every destination operation acknowledged */
         bool hashed;
         OpStage stage;
-        uint64_t sent, skipped;
+        uint64_t sent, skipped, unchanged;
         /* Under e->lock: */
         unsigned pending;
         int error;
+        int hash_error; /* delta: asking the destination for digests failed */
         bool queued;
 } Op;
 
@@ -53,11 +56,16 @@ struct Engine {
         bool trust_map;    /* use the source's allocation map */
         bool dst_can_zero; /* NBD destination supports WRITE_ZEROES */
         bool zeroed;       /* assume_zeroed_destination */
+        uint32_t delta;    /* the destination's hash block size; 0: no delta */
+        uint8_t zero_digest[COPY_DIGEST_SIZE]; /* of a block of delta zero bytes */
         CopyPhase phase;
+        uint64_t start_pos; /* resumed from */
 
         Op *ops;
         unsigned n_ops;
         uint8_t *buffers;
+        uint8_t *hash_buffers; /* delta */
+        size_t hashes_size;    /* per op */
         uint8_t *zero_buf;
         size_t zero_buf_size;
         unsigned rr; /* round-robin connection index */
@@ -75,6 +83,13 @@ struct Engine {
         unsigned ready_head, ready_len;
 
         XXH3_state_t *hash;
+        /* The digest covers [0, hashed_pos): every piece below was written and acknowledged. The
+         * counters are of those pieces, over all runs (a resume point's plus this run's). */
+        uint64_t hashed_pos, hashed_sent, hashed_skipped, hashed_unchanged;
+        uint64_t checkpoint_pos;
+        usec_t last_checkpoint;
+        /* bandwidth limit */
+        uint64_t bw_bytes;
 
         /* local source map cache */
         uint64_t data_start, data_end;
@@ -164,6 +179,18 @@ static void op_completed(void *userdata, int error) {
         op_put(userdata, error);
 }
 
+static void hash_completed(void *userdata, int error) {
+        Op *op = userdata;
+
+        if (error < 0) {
+                pthread_mutex_lock(&op->e->lock);
+                if (op->hash_error == 0)
+                        op->hash_error = error;
+                pthread_mutex_unlock(&op->e->lock);
+        }
+        op_put(op, 0);
+}
+
 static NbdClient *next_conn(Engine *e, const CopyEndpoint *ep) {
         return ep->conns[e->rr++ % ep->n_conns];
 }
@@ -172,10 +199,36 @@ static int submit(Engine *e, Op *op, const CopyEndpoint *ep, const NbdCommand *c
         int r;
 
         op_get(op);
-        r = nbd_client_submit(next_conn(e, ep), cmd, op_completed, op);
+        r = nbd_client_submit(next_conn(e, ep), cmd, cmd->type == NBD_CMD_HWAMEID_HASH ? hash_completed : op_completed,
+                              op);
         if (r < 0)
                 op_put(op, r);
         return r;
+}
+
+static bool cancelled(const Engine *e) {
+        return e->o->cancel && atomic_load(e->o->cancel);
+}
+
+/* Holds data writes to the bandwidth limit: the average since the start, with a burst of one
+ * request. Sleeps on the engine's thread (completions queue up meanwhile). */
+static void throttle(Engine *e, uint64_t len) {
+        uint64_t rate = e->o->bandwidth;
+
+        if (rate == 0)
+                return;
+        for (;;) {
+                usec_t t = now(CLOCK_MONOTONIC) - e->start;
+                uint64_t allowed = e->request_size + (uint64_t) ((double) rate * (double) t / USEC_PER_SEC);
+                usec_t wait;
+
+                if (e->bw_bytes + len <= allowed || cancelled(e))
+                        break;
+                wait = (usec_t) ((double) (e->bw_bytes + len - allowed) * USEC_PER_SEC / (double) rate) + 1;
+                (void) nanosleep(&(struct timespec){ .tv_nsec = (long) (MIN(wait, 100 * USEC_PER_MSEC) * NSEC_PER_USEC) },
+                                 NULL);
+        }
+        e->bw_bytes += len;
 }
 
 /* ---- Source map ---- */
@@ -311,6 +364,7 @@ static int dst_zero(Engine *e, Op *op, uint64_t offset, uint64_t len) {
                         n = MIN(len, (uint64_t) e->zero_buf_size);
                         cmd.type = NBD_CMD_WRITE;
                         cmd.buf = e->zero_buf;
+                        throttle(e, n);
                 }
                 cmd.length = (uint32_t) n;
                 r = submit(e, op, d, &cmd);
@@ -329,6 +383,7 @@ static int dst_write(Engine *e, Op *op, const uint8_t *p, uint64_t offset, uint6
         int r;
 
         op->sent += len;
+        throttle(e, len);
         if (e->dst->dev)
                 r = blockdev_pwrite(e->dst->dev, p, len, offset);
         else
@@ -342,43 +397,76 @@ static int dst_write(Engine *e, Op *op, const uint8_t *p, uint64_t offset, uint6
         return r;
 }
 
+typedef enum BlockAction {
+        BLOCK_DATA,
+        BLOCK_ZERO,
+        BLOCK_UNCHANGED,
+} BlockAction;
+
+static bool same_digest(Engine *e, const Op *op, uint64_t at, const uint8_t *p, uint64_t n) {
+        const uint8_t *remote = op->hashes + at / e->delta * COPY_DIGEST_SIZE;
+        XXH128_canonical_t c;
+
+        if (!p && n == e->delta)
+                return memcmp(remote, e->zero_digest, COPY_DIGEST_SIZE) == 0;
+        XXH128_canonicalFromHash(&c, XXH3_128bits(p ?: e->zero_buf, (size_t) n));
+        return memcmp(remote, c.digest, COPY_DIGEST_SIZE) == 0;
+}
+
+static BlockAction classify(Engine *e, const Op *op, uint64_t at, uint64_t n) {
+        const uint8_t *p = op->zero ? NULL : op->buf + at;
+
+        if (e->delta && same_digest(e, op, at, p, n))
+                return BLOCK_UNCHANGED;
+        if (!p)
+                return BLOCK_ZERO;
+        if (!e->o->no_zero_detection && is_zero(p, (size_t) n))
+                return BLOCK_ZERO;
+        return BLOCK_DATA;
+}
+
+static void emit(Engine *e, Op *op, BlockAction a, uint64_t at, uint64_t n) {
+        switch (a) {
+        case BLOCK_DATA:
+                (void) dst_write(e, op, op->buf + at, op->offset + at, n);
+                break;
+        case BLOCK_ZERO:
+                (void) dst_zero(e, op, op->offset + at, n);
+                break;
+        case BLOCK_UNCHANGED:
+                op->unchanged += n;
+                break;
+        }
+}
+
+/* Sends the piece: in runs of blocks that are data, zeroes, or (delta) already there. */
 static void start_writes(Engine *e, Op *op) {
         op->stage = STAGE_WRITE;
         op_get(op);
         if (!e->dst) {
                 /* hashing only */
-        } else if (op->zero)
+        } else if (!e->delta && op->zero)
                 (void) dst_zero(e, op, op->offset, op->length);
-        else if (e->o->no_zero_detection)
+        else if (!e->delta && e->o->no_zero_detection)
                 (void) dst_write(e, op, op->buf, op->offset, op->length);
         else {
-                uint64_t block = MAX((uint64_t) COPY_ZERO_BLOCK, e->align), run = 0;
-                bool run_zero = false;
+                uint64_t block = e->delta ?: MAX((uint64_t) COPY_ZERO_BLOCK, e->align), run = 0;
+                BlockAction run_action = BLOCK_DATA;
 
-                /* Split into runs of data and runs of zero blocks. */
                 for (uint64_t at = 0; at < op->length && !e->failed;) {
                         uint64_t n = MIN(block, op->length - at);
-                        bool z = is_zero(op->buf + at, n);
+                        BlockAction a = classify(e, op, at, n);
 
-                        if (at > 0 && z != run_zero) {
-                                uint64_t s = at - run;
-                                if (run_zero)
-                                        (void) dst_zero(e, op, op->offset + s, run);
-                                else
-                                        (void) dst_write(e, op, op->buf + s, op->offset + s, run);
+                        if (run > 0 && a != run_action) {
+                                emit(e, op, run_action, at - run, run);
                                 run = 0;
                         }
-                        run_zero = z;
+                        run_action = a;
                         run += n;
                         at += n;
                 }
-                if (!e->failed && run > 0) {
-                        uint64_t s = op->length - run;
-                        if (run_zero)
-                                (void) dst_zero(e, op, op->offset + s, run);
-                        else
-                                (void) dst_write(e, op, op->buf + s, op->offset + s, run);
-                }
+                if (!e->failed && run > 0)
+                        emit(e, op, run_action, op->length - run, run);
         }
         op_put(op, 0);
 }
@@ -388,6 +476,19 @@ static void start_read(Engine *e, Op *op) {
 
         op->stage = STAGE_READ;
         op_get(op);
+        if (e->delta) {
+                r = submit(e, op, e->dst,
+                           &(NbdCommand){ .type = NBD_CMD_HWAMEID_HASH,
+                                          .offset = op->offset,
+                                          .length = (uint32_t) op->length,
+                                          .buf = op->hashes });
+                if (r < 0)
+                        engine_fail(e, r, "destination", "hash", op->offset);
+        }
+        if (op->zero) {
+                op_put(op, 0);
+                return;
+        }
         if (e->src->dev) {
                 r = blockdev_pread(e->src->dev, op->buf, op->length, op->offset);
                 op_put(op, r);
@@ -425,13 +526,17 @@ static void advance_hash(Engine *e) {
         while (e->fifo_len > 0 && !e->failed) {
                 Op *op = &e->ops[e->fifo[e->fifo_head]];
 
-                if (!op->read_done)
+                if (!op->read_done || !op->writes_done)
                         break;
                 if (op->zero)
                         hash_zeroes(e, op->length);
                 else
                         (void) XXH3_128bits_update(e->hash, op->buf, op->length);
                 op->hashed = true;
+                e->hashed_pos = op->offset + op->length;
+                e->hashed_sent += op->sent;
+                e->hashed_skipped += op->skipped;
+                e->hashed_unchanged += op->unchanged;
                 e->fifo_head = (e->fifo_head + 1) % e->n_ops;
                 e->fifo_len--;
                 maybe_release(e, op);
@@ -439,13 +544,17 @@ static void advance_hash(Engine *e) {
 }
 
 static void handle_ready(Engine *e, Op *op) {
-        int error;
+        int error, hash_error;
 
         pthread_mutex_lock(&e->lock);
         error = op->error;
         op->error = 0;
+        hash_error = op->hash_error;
+        op->hash_error = 0;
         pthread_mutex_unlock(&e->lock);
 
+        if (hash_error < 0)
+                engine_fail(e, hash_error, "destination", "hash", op->offset);
         if (error < 0)
                 engine_fail(e, error, op->stage == STAGE_READ ? "source" : "destination",
                             op->stage == STAGE_READ ? "read" : (op->zero ? "zero" : "write"), op->offset);
@@ -458,7 +567,6 @@ static void handle_ready(Engine *e, Op *op) {
         }
         if (op->stage == STAGE_READ) {
                 op->read_done = true;
-                advance_hash(e);
                 start_writes(e, op);
                 return;
         }
@@ -466,7 +574,8 @@ static void handle_ready(Engine *e, Op *op) {
         e->progress.done += op->length;
         e->progress.sent += op->sent;
         e->progress.skipped += op->skipped;
-        maybe_release(e, op);
+        e->progress.unchanged += op->unchanged;
+        advance_hash(e);
 }
 
 /* Takes every op off the ready ring; waits up to timeout for the first when wait is set. */
@@ -499,16 +608,7 @@ static void process_ready(Engine *e, bool wait, usec_t timeout) {
         }
 }
 
-static uint64_t acknowledged(const Engine *e, uint64_t pos) {
-        uint64_t low = pos;
-
-        for (unsigned i = 0; i < e->n_ops; i++)
-                if (e->ops[i].in_use)
-                        low = MIN(low, e->ops[i].offset);
-        return low;
-}
-
-static void report(Engine *e, uint64_t pos, bool force) {
+static void report(Engine *e, bool force) {
         usec_t t = now(CLOCK_MONOTONIC);
 
         if (!e->o->progress)
@@ -521,21 +621,80 @@ static void report(Engine *e, uint64_t pos, bool force) {
         if (e->phase == COPY_PHASE_VERIFY)
                 e->progress.verified = e->progress.done;
         else
-                e->progress.acknowledged = acknowledged(e, pos);
+                e->progress.acknowledged = e->hashed_pos;
         e->o->progress(&e->progress, e->o->userdata);
-}
-
-static bool cancelled(const Engine *e) {
-        return e->o->cancel && atomic_load(e->o->cancel);
 }
 
 static unsigned ops_in_use(const Engine *e) {
         return e->n_ops - e->n_free;
 }
 
+static int flush_destination(const CopyEndpoint *d);
+
+static int hash_state_save(const XXH3_state_t *h, CopyCheckpoint *c) {
+        _Static_assert(sizeof(XXH3_state_t) <= COPY_HASH_STATE_MAX, "XXH3 state does not fit");
+        /* The state points at the library's default secret: stored as NULL, the address of this
+         * process's copy put back on load. */
+        memcpy(c->hash_state, h, sizeof(*h));
+        memset(c->hash_state + offsetof(XXH3_state_t, extSecret), 0, sizeof(h->extSecret));
+        c->hash_state_size = sizeof(*h);
+        c->hash_version = XXH_versionNumber();
+        return 0;
+}
+
+static bool hash_state_load(XXH3_state_t *h, const CopyCheckpoint *c) {
+        const unsigned char *secret;
+
+        if (c->hash_state_size != sizeof(*h) || c->hash_version != XXH_versionNumber())
+                return false;
+        (void) XXH3_128bits_reset(h);
+        secret = h->extSecret;
+        memcpy(h, c->hash_state, sizeof(*h));
+        if (h->extSecret != NULL)
+                return false;
+        h->extSecret = secret;
+        return true;
+}
+
+/* The point below which everything is durable: flushes the destination, then hands it over. */
+static int checkpoint(Engine *e) {
+        CopyCheckpoint c = {
+                .size = e->size,
+                .offset = e->hashed_pos,
+                .sent = e->hashed_sent,
+                .skipped = e->hashed_skipped,
+                .unchanged = e->hashed_unchanged,
+        };
+        int r;
+
+        (void) hash_state_save(e->hash, &c);
+        r = flush_destination(e->dst);
+        if (r < 0) {
+                engine_fail(e, r, "destination", "flush", c.offset);
+                return r;
+        }
+        r = e->o->checkpoint(&c, e->o->userdata);
+        if (r < 0) {
+                engine_fail(e, r, "checkpoint", "save", c.offset);
+                return r;
+        }
+        e->checkpoint_pos = c.offset;
+        e->last_checkpoint = now(CLOCK_MONOTONIC);
+        return 0;
+}
+
+static void maybe_checkpoint(Engine *e) {
+        usec_t interval = e->o->checkpoint_interval ?: COPY_CHECKPOINT_INTERVAL_DEFAULT;
+
+        if (!e->o->checkpoint || !e->dst || e->failed || e->hashed_pos <= e->checkpoint_pos ||
+            now(CLOCK_MONOTONIC) - e->last_checkpoint < interval)
+                return;
+        (void) checkpoint(e);
+}
+
 /* The pipeline: issue pieces while buffers are free, handle completions, hash in order. */
 static int engine_loop(Engine *e) {
-        uint64_t pos = 0;
+        uint64_t pos = e->start_pos;
         int r;
 
         while (pos < e->size || ops_in_use(e) > 0) {
@@ -544,7 +703,7 @@ static int engine_loop(Engine *e) {
                 if (e->failed && ops_in_use(e) == 0)
                         break;
 
-                while (!e->failed && pos < e->size && e->n_free > 0) {
+                while (!e->failed && !cancelled(e) && pos < e->size && e->n_free > 0) {
                         uint64_t len;
                         bool zero;
                         Op *op;
@@ -557,6 +716,7 @@ static int engine_loop(Engine *e) {
                         op = &e->ops[e->free_ops[--e->n_free]];
                         *op = (Op){ .e = e,
                                     .buf = op->buf,
+                                    .hashes = op->hashes,
                                     .offset = pos,
                                     .length = len,
                                     .zero = zero,
@@ -564,13 +724,15 @@ static int engine_loop(Engine *e) {
                         e->fifo[(e->fifo_head + e->fifo_len++) % e->n_ops] = (unsigned) (op - e->ops);
                         pos += len;
 
-                        if (zero) {
+                        if (zero && !e->delta) {
                                 op->read_done = true;
-                                advance_hash(e);
                                 start_writes(e, op);
                         } else
                                 start_read(e, op);
                         process_ready(e, false, 0);
+                        /* Local I/O completes at once: the loop may never leave while buffers stay free. */
+                        report(e, false);
+                        maybe_checkpoint(e);
                 }
                 if (e->failed) {
                         /* Pieces waiting only for the hash will never get it. */
@@ -585,12 +747,13 @@ static int engine_loop(Engine *e) {
                         }
                         e->fifo_len = 0;
                 }
-                report(e, pos, false);
+                report(e, false);
+                maybe_checkpoint(e);
                 if (ops_in_use(e) == 0)
                         continue;
                 process_ready(e, true, 100 * USEC_PER_MSEC);
         }
-        report(e, pos, true);
+        report(e, true);
         return e->failed ? e->error : 0;
 }
 
@@ -600,9 +763,24 @@ static uint64_t endpoint_align(const CopyEndpoint *ep) {
         return nbd_client_info(ep->conns[0])->block_min;
 }
 
+/* The destination's hash block size when every connection negotiated the delta extension and the
+ * destination may hold content worth comparing. */
+static uint32_t delta_block_size(const CopyEndpoint *dst, const CopyOptions *o) {
+        uint32_t bs;
+
+        if (!dst || dst->dev || o->no_delta || o->assume_zeroed_destination)
+                return 0;
+        bs = nbd_client_info(dst->conns[0])->delta_block_size;
+        for (size_t i = 1; i < dst->n_conns; i++)
+                if (nbd_client_info(dst->conns[i])->delta_block_size != bs)
+                        return 0;
+        return bs;
+}
+
 static void engine_done(Engine *e) {
         free(e->ops);
         free(e->buffers);
+        free(e->hash_buffers);
         free(e->zero_buf);
         free(e->fifo);
         free(e->free_ops);
@@ -632,14 +810,15 @@ static int engine_init(Engine *e, const CopyEndpoint *src, const CopyEndpoint *d
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
 
-        e->align = MAX(endpoint_align(src), endpoint_align(dst));
+        e->delta = delta_block_size(dst, o);
+        e->align = MAX(MAX(endpoint_align(src), endpoint_align(dst)), (uint64_t) e->delta);
         for (const CopyEndpoint *ep = src; ep; ep = ep == src ? dst : NULL)
                 if (!ep->dev) {
                         const NbdExportInfo *i = nbd_client_info(ep->conns[0]);
                         max = MIN(max, (uint64_t) i->block_max);
                         rs = MAX(rs, (size_t) i->block_preferred);
                 }
-        rs = (size_t) MIN((uint64_t) rs, max);
+        rs = (size_t) MIN((uint64_t) MAX((uint64_t) rs, e->align), max);
         rs -= rs % e->align;
         if (rs == 0)
                 return -EINVAL;
@@ -648,6 +827,8 @@ static int engine_init(Engine *e, const CopyEndpoint *src, const CopyEndpoint *d
                 e->trust_map = false;
         e->dst_can_zero = dst && !dst->dev && nbd_client_has_flag(dst->conns[0], NBD_FLAG_SEND_WRITE_ZEROES);
         e->zero_max = (!dst || dst->dev || e->zeroed || e->dst_can_zero) ? COPY_ZERO_MAX : rs;
+        if (e->delta)
+                e->zero_max = MIN(e->zero_max, (uint64_t) NBD_HWAMEID_HASH_MAX_COUNT);
         e->zero_max -= e->zero_max % e->align;
         if (e->zero_max == 0)
                 e->zero_max = e->align;
@@ -666,12 +847,23 @@ static int engine_init(Engine *e, const CopyEndpoint *src, const CopyEndpoint *d
                 return -ENOMEM;
         if (posix_memalign((void **) &e->buffers, BUF_ALIGN, (size_t) e->n_ops * rs) != 0)
                 return -ENOMEM;
+        if (e->delta) {
+                e->hashes_size = nbd_hash_reply_size(e->delta, MAX((uint64_t) rs, e->zero_max));
+                e->hash_buffers = calloc(e->n_ops, e->hashes_size);
+                if (!e->hash_buffers)
+                        return -ENOMEM;
+                XXH128_canonicalFromHash((XXH128_canonical_t *) (void *) e->zero_digest,
+                                         XXH3_128bits(e->zero_buf, e->delta));
+        }
         for (unsigned i = 0; i < e->n_ops; i++) {
                 e->ops[i].buf = e->buffers + (size_t) i * rs;
+                if (e->delta)
+                        e->ops[i].hashes = e->hash_buffers + (size_t) i * e->hashes_size;
                 e->free_ops[e->n_free++] = e->n_ops - 1 - i;
         }
         if (XXH3_128bits_reset(e->hash) != XXH_OK)
                 return -EIO;
+        e->last_checkpoint = e->start;
         return 0;
 }
 
@@ -723,6 +915,36 @@ static int hash_pass(Engine *e, const CopyEndpoint *ep, uint64_t size, const Cop
         return 0;
 }
 
+/* Starts e at a resume point: the digest's state restored, or rebuilt from the source's prefix. */
+static int resume_at(Engine *e, const CopyCheckpoint *c) {
+        if (c->size != e->size || c->offset > e->size || (c->offset % e->align != 0 && c->offset != e->size))
+                return -ESTALE;
+        if (!hash_state_load(e->hash, c)) {
+                _cleanup_(engine_done) Engine h = {};
+                CopyOptions o = *e->o;
+                int r;
+
+                log_debug("copy: the checkpoint's digest state is not usable here; hashing the first %" PRIu64
+                          " bytes of the source again.",
+                          c->offset);
+                o.progress = NULL;
+                r = engine_init(&h, e->src, NULL, c->offset, true, &o);
+                if (r < 0)
+                        return r;
+                h.phase = COPY_PHASE_VERIFY;
+                r = engine_loop(&h);
+                if (r < 0)
+                        return r;
+                XXH3_copyState(e->hash, h.hash);
+        }
+        e->start_pos = e->hashed_pos = e->checkpoint_pos = c->offset;
+        e->hashed_sent = c->sent;
+        e->hashed_skipped = c->skipped;
+        e->hashed_unchanged = c->unchanged;
+        e->progress.done = c->offset;
+        return 0;
+}
+
 int copy_digest(const CopyEndpoint *ep, uint64_t size, const CopyOptions *o, uint8_t ret[COPY_DIGEST_SIZE]) {
         _cleanup_(engine_done) Engine e = {};
         CopyOptions def = {};
@@ -738,6 +960,7 @@ int copy_digest(const CopyEndpoint *ep, uint64_t size, const CopyOptions *o, uin
 
 int copy_run(const CopyEndpoint *src, const CopyEndpoint *dst, const CopyOptions *o, CopyResult *ret) {
         _cleanup_(engine_done) Engine e = {};
+        CopyOptions no_delta;
         uint64_t size;
         int r;
 
@@ -767,10 +990,32 @@ int copy_run(const CopyEndpoint *src, const CopyEndpoint *dst, const CopyOptions
         r = engine_init(&e, src, dst, size, true, o);
         if (r < 0)
                 return r;
+        if (o->resume && e.delta && o->resume->offset % e.align != 0 && o->resume->offset != size) {
+                /* Stopped between two hash blocks (an earlier run without delta): go on without. */
+                no_delta = *o;
+                no_delta.no_delta = true;
+                o = &no_delta;
+                engine_done(&e);
+                r = engine_init(&e, src, dst, size, true, o);
+                if (r < 0)
+                        return r;
+        }
+        ret->delta = e.delta > 0;
+        if (o->resume) {
+                r = resume_at(&e, o->resume);
+                if (r < 0) {
+                        ret->failed_side = "source";
+                        ret->failed_op = r == -ESTALE ? "resume" : "hash";
+                        ret->failed_offset = o->resume->offset;
+                        return r;
+                }
+                ret->resumed_from = e.start_pos;
+        }
         e.phase = COPY_PHASE_COPY;
         r = engine_loop(&e);
         ret->sent = e.progress.sent;
         ret->skipped = e.progress.skipped;
+        ret->unchanged = e.progress.unchanged;
         if (r < 0) {
                 ret->failed_side = e.failed_side;
                 ret->failed_op = e.failed_op;
@@ -780,11 +1025,14 @@ int copy_run(const CopyEndpoint *src, const CopyEndpoint *dst, const CopyOptions
         digest_out(&e, ret->digest);
 
         e.phase = COPY_PHASE_FLUSH;
-        report(&e, size, true);
-        r = flush_destination(dst);
+        report(&e, true);
+        if (o->checkpoint && e.checkpoint_pos < size)
+                r = checkpoint(&e); /* flushes; a resume then goes straight to the verification */
+        else
+                r = flush_destination(dst);
         if (r < 0) {
-                ret->failed_side = "destination";
-                ret->failed_op = "flush";
+                ret->failed_side = e.failed_side ?: "destination";
+                ret->failed_op = e.failed_op ?: "flush";
                 return r;
         }
         ret->elapsed = now(CLOCK_MONOTONIC) - e.start;
@@ -809,6 +1057,6 @@ int copy_run(const CopyEndpoint *src, const CopyEndpoint *dst, const CopyOptions
                 ret->verified = true;
         }
         e.phase = COPY_PHASE_DONE;
-        report(&e, size, true);
+        report(&e, true);
         return 0;
 }

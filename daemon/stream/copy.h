@@ -33,10 +33,26 @@
  * first `size` bytes are read back after the flush (NBD: every byte is read, block status is not
  * trusted; local: holes come from the kernel) and their digest must match (-EBADMSG otherwise).
  *
+ * Delta: when the NBD destination negotiated the delta extension (nbd-protocol.h) and may hold
+ * older content (not assume_zeroed_destination), every piece's block hashes are asked of the
+ * destination while the piece is read, and only blocks whose XXH3-128 differ from the source's are
+ * written (or zeroed). Pieces are then aligned to the hash block size. Standard servers refuse the
+ * option and get a full copy.
+ *
+ * Checkpoints and resume: the digest is computed in the source's order over pieces that the
+ * destination acknowledged, so its position is a point below which everything was written. With
+ * a checkpoint callback, every checkpoint_interval the destination is flushed and the callback gets
+ * that point and the digest's running state (CopyCheckpoint): a copy started again with it as
+ * `resume` continues there and ends with the digest of the whole content. The caller must make
+ * sure the source did not change in between (a migration's source is not in use); the checkpoint
+ * records the source's size, and copy_run() refuses a resume point for another size.
+ *
+ * Bandwidth: with a limit, data written to the destination (not zero ranges, not unchanged
+ * blocks) is held to that many bytes per second, averaged from the start with a burst of one
+ * request.
+ *
  * copy_run() runs on the calling thread (plus the NBD reader threads) until the copy ends; the
- * progress callback is called on the calling thread. The issue loop is where a rate limiter may
- * hold back the next piece, and progress reports `acknowledged` (every byte below it was written
- * and acknowledged), which after a flush is a valid resume point.
+ * progress and checkpoint callbacks are called on the calling thread.
  */
 
 #include <stdatomic.h>
@@ -56,6 +72,8 @@
 #define COPY_ZERO_MAX          (128U * 1024U * 1024U)
 #define COPY_DIGEST_SIZE       16
 #define COPY_DIGEST_STRING_MAX (2 * COPY_DIGEST_SIZE + 1)
+#define COPY_HASH_STATE_MAX    1024
+#define COPY_CHECKPOINT_INTERVAL_DEFAULT (5 * USEC_PER_SEC)
 
 /* One side: a local device or file (dev), or n_conns connections to one NBD export. */
 typedef struct CopyEndpoint {
@@ -81,12 +99,30 @@ typedef struct CopyProgress {
         uint64_t done;         /* bytes written, zeroed or skipped, and acknowledged */
         uint64_t sent;         /* of done: written as data */
         uint64_t skipped;      /* of done: zero ranges (not sent as data) */
+        uint64_t unchanged;    /* of done: blocks the destination already held (delta) */
         uint64_t acknowledged; /* every byte below this offset is done */
         uint64_t verified;     /* COPY_PHASE_VERIFY: bytes of the destination hashed */
         usec_t elapsed;        /* since copy_run() started */
 } CopyProgress;
 
 typedef void (*CopyProgressFn)(const CopyProgress *p, void *userdata);
+
+/* Where an interrupted copy resumes. Plain data: callers store it (copy-checkpoint.h writes it to
+ * a file). */
+typedef struct CopyCheckpoint {
+        uint64_t size;   /* the source's size */
+        uint64_t offset; /* every byte below was copied, acknowledged and flushed */
+        uint64_t sent, skipped, unchanged; /* of [0, offset), over all runs */
+        /* The digest's running state at offset: an XXH3 state of libxxhash hash_version, opaque.
+         * hash_state_size 0: not known (another libxxhash wrote it); the source's first offset
+         * bytes are then hashed again on resume, locally, without copying them. */
+        uint32_t hash_version;
+        uint32_t hash_state_size;
+        uint8_t hash_state[COPY_HASH_STATE_MAX];
+} CopyCheckpoint;
+
+/* Called with the destination flushed up to c->offset; a negative return fails the copy with it. */
+typedef int (*CopyCheckpointFn)(const CopyCheckpoint *c, void *userdata);
 
 typedef struct CopyOptions {
         unsigned requests;              /* pieces in flight; 0 = COPY_REQUESTS_DEFAULT */
@@ -99,10 +135,18 @@ typedef struct CopyOptions {
         void *userdata;
         usec_t progress_interval;  /* 0 = 200 ms */
         const atomic_bool *cancel; /* set by another thread: the copy stops with -ECANCELED */
+        uint64_t bandwidth;        /* bytes per second written as data; 0 = unlimited */
+        bool no_delta;             /* a full copy even when the destination offers block hashes */
+        CopyCheckpointFn checkpoint;
+        usec_t checkpoint_interval;   /* 0 = COPY_CHECKPOINT_INTERVAL_DEFAULT */
+        const CopyCheckpoint *resume; /* continue an interrupted copy from here */
 } CopyOptions;
 
 typedef struct CopyResult {
-        uint64_t size, sent, skipped;
+        uint64_t size;
+        uint64_t sent, skipped, unchanged; /* by this run */
+        uint64_t resumed_from;             /* the resume point's offset; 0 for a fresh copy */
+        bool delta;                        /* block hashes were compared */
         uint8_t digest[COPY_DIGEST_SIZE]; /* of the source's content */
         bool verified;
         uint8_t destination_digest[COPY_DIGEST_SIZE]; /* with verify */
@@ -119,7 +163,8 @@ uint64_t copy_endpoint_size(const CopyEndpoint *e);
 /*
  * Copies src to dst. Returns 0 (ret filled) or a negative errno with ret->failed_* set where it
  * applies: -ENOSPC (destination smaller than source), -EROFS (read-only destination), -ECANCELED,
- * -EBADMSG (verification found different content), or the failing I/O's error.
+ * -EBADMSG (verification found different content), -ESTALE (a resume point for a source of another
+ * size, or past its end, or not aligned to the pieces), or the failing I/O's error.
  */
 int copy_run(const CopyEndpoint *src, const CopyEndpoint *dst, const CopyOptions *opts, CopyResult *ret);
 

@@ -201,6 +201,7 @@ struct NbdClient {
         NbdExportInfo info;
         char *export;
         usec_t connect_timeout, io_timeout;
+        uint32_t delta_block_size; /* to ask for; 0: do not */
 
         pthread_mutex_t lock; /* everything below */
         pthread_cond_t cond;  /* a slot freed or the connection died */
@@ -228,6 +229,8 @@ const char *nbd_cmd_to_string(uint16_t type) {
                 [NBD_CMD_WRITE_ZEROES] = "write-zeroes",
                 [NBD_CMD_BLOCK_STATUS] = "block-status",
         };
+        if (type == NBD_CMD_HWAMEID_HASH)
+                return "hwameid-hash";
         return type < ELEMENTSOF(table) && table[type] ? table[type] : "unknown";
 }
 
@@ -404,6 +407,33 @@ static int negotiate_structured_replies(NbdClient *c, const Deadline *d) {
                 return -EPROTO;
         r = option_error(c, d, NBD_OPT_STRUCTURED_REPLY, type, len);
         return r == -EPROTO ? r : 0; /* any error reply: go on without */
+}
+
+/* The delta extension (nbd-protocol.h): any refusal means a standard peer, and full copies. */
+static int negotiate_delta(NbdClient *c, const Deadline *d) {
+        struct nbd_hwameid_delta_option o = {
+                .algorithm = htobe32(NBD_HWAMEID_DELTA_XXH3_128),
+                .block_size = htobe32(c->delta_block_size),
+        };
+        uint32_t type, len;
+        int r;
+
+        r = send_option(c, d, NBD_OPT_HWAMEID_DELTA, &o, sizeof(o));
+        if (r < 0)
+                return r;
+        r = recv_option_reply(c, d, NBD_OPT_HWAMEID_DELTA, &type, &len);
+        if (r < 0)
+                return r;
+        if (type == NBD_REP_ACK) {
+                if (len != 0)
+                        return -EPROTO;
+                c->info.delta_block_size = c->delta_block_size;
+                return 0;
+        }
+        if (!(type & NBD_REP_FLAG_ERROR))
+                return -EPROTO;
+        r = option_error(c, d, NBD_OPT_HWAMEID_DELTA, type, len);
+        return r == -EPROTO ? r : 0;
 }
 
 static int negotiate_meta_context(NbdClient *c, const Deadline *d) {
@@ -676,6 +706,11 @@ static int negotiate(NbdClient *c, bool no_sr) {
                         if (r < 0)
                                 return r;
                 }
+                if (c->info.structured_replies && c->delta_block_size > 0) {
+                        r = negotiate_delta(c, &d);
+                        if (r < 0)
+                                return r;
+                }
                 r = negotiate_go(c, &d);
                 if (r < 0)
                         return r;
@@ -893,6 +928,22 @@ static int handle_structured(NbdClient *c, const struct nbd_structured_reply *h)
                 if (r < 0)
                         return r;
                 break;
+        case NBD_REPLY_TYPE_HWAMEID_HASHES: {
+                uint64_t off;
+                if (f->cmd.type != NBD_CMD_HWAMEID_HASH || f->covered != 0 ||
+                    len != 8 + nbd_hash_reply_size(c->info.delta_block_size, f->cmd.length))
+                        return -EPROTO;
+                r = read_full(c, &off, 8, c->io_timeout);
+                if (r < 0)
+                        return r;
+                if (be64toh(off) != f->cmd.offset)
+                        return -EPROTO;
+                r = read_full(c, f->cmd.buf, len - 8, c->io_timeout);
+                if (r < 0)
+                        return r;
+                f->covered = f->cmd.length;
+                break;
+        }
         default:
                 if (!(type & (1U << 15)))
                         /* unknown non-error chunk: the spec demands a hard disconnect */
@@ -905,7 +956,8 @@ static int handle_structured(NbdClient *c, const struct nbd_structured_reply *h)
 
         if (flags & NBD_REPLY_FLAG_DONE) {
                 int error = f->error;
-                if (error == 0 && f->cmd.type == NBD_CMD_READ && f->covered != f->cmd.length)
+                if (error == 0 && (f->cmd.type == NBD_CMD_READ || f->cmd.type == NBD_CMD_HWAMEID_HASH) &&
+                    f->covered != f->cmd.length)
                         error = -EPROTO; /* missing or overlapping chunks */
                 if (error == 0 && f->cmd.type == NBD_CMD_BLOCK_STATUS && !f->got_status)
                         error = -EPROTO;
@@ -930,8 +982,8 @@ static int handle_simple(NbdClient *c, const struct nbd_simple_reply *h) {
                 if (r < 0)
                         return r;
         }
-        if (err == 0 && f->cmd.type == NBD_CMD_BLOCK_STATUS)
-                return -EPROTO; /* block status needs a structured reply */
+        if (err == 0 && (f->cmd.type == NBD_CMD_BLOCK_STATUS || f->cmd.type == NBD_CMD_HWAMEID_HASH))
+                return -EPROTO; /* these need a structured reply */
         complete(c, f, err == 0 ? 0 : nbd_wire_to_errno(err));
         return 1;
 }
@@ -1057,6 +1109,8 @@ static bool command_supported(const NbdClient *c, uint16_t type, uint16_t flags)
                 if (!c->info.base_allocation || (flags & ~NBD_CMD_FLAG_REQ_ONE))
                         return false;
                 break;
+        case NBD_CMD_HWAMEID_HASH:
+                return c->info.delta_block_size > 0 && flags == 0;
         default:
                 return false;
         }
@@ -1077,6 +1131,13 @@ static int check_command(const NbdClient *c, const NbdCommand *cmd) {
                 return -EINVAL;
         if (cmd->type == NBD_CMD_BLOCK_STATUS)
                 return cmd->extents && cmd->max_extents > 0 ? 0 : -EINVAL;
+        if (cmd->type == NBD_CMD_HWAMEID_HASH) {
+                uint32_t bs = c->info.delta_block_size;
+                if (!cmd->buf || cmd->length > NBD_HWAMEID_HASH_MAX_COUNT || cmd->offset % bs != 0 ||
+                    (cmd->length % bs != 0 && cmd->offset + cmd->length != c->info.size))
+                        return -EINVAL;
+                return 0;
+        }
         /* The export's end need not be aligned; everything else must be. */
         if (cmd->offset % c->info.block_min != 0 ||
             (cmd->length % c->info.block_min != 0 && cmd->offset + cmd->length != c->info.size))
@@ -1219,6 +1280,15 @@ static int client_alloc(NbdTransport *transport, const char *export, const NbdCo
         c->tls = opts ? opts->tls : NULL;
         c->connect_timeout = opts && opts->connect_timeout ? opts->connect_timeout : CONNECT_TIMEOUT_DEFAULT;
         c->io_timeout = opts && opts->io_timeout ? opts->io_timeout : IO_TIMEOUT_DEFAULT;
+        if (opts && opts->delta_block_size > 0) {
+                if (opts->delta_block_size < NBD_HWAMEID_DELTA_BLOCK_MIN ||
+                    opts->delta_block_size > NBD_HWAMEID_DELTA_BLOCK_MAX ||
+                    (opts->delta_block_size & (opts->delta_block_size - 1)) != 0) {
+                        nbd_client_free(c);
+                        return -EINVAL;
+                }
+                c->delta_block_size = opts->delta_block_size;
+        }
         c->n_slots = opts && opts->max_in_flight ? MIN(opts->max_in_flight, IN_FLIGHT_MAX)
                                                  : IN_FLIGHT_DEFAULT;
         c->export = strdup(export);

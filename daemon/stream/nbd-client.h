@@ -67,6 +67,10 @@ typedef struct NbdConnectOptions {
         /* TLS-PSK (nbd-tls.h, borrowed; must outlive the connection): NBD_OPT_STARTTLS is sent first
          * and the connection fails unless the server accepts it. Required for nbds:// URIs. */
         struct NbdTlsContext *tls;
+        /* The delta extension (nbd-protocol.h): ask for block hashes of this size (a power of two in
+         * [NBD_HWAMEID_DELTA_BLOCK_MIN, NBD_HWAMEID_DELTA_BLOCK_MAX]); 0 = do not ask. A server
+         * refusing it is no error: NbdExportInfo.delta_block_size stays 0. */
+        uint32_t delta_block_size;
 } NbdConnectOptions;
 
 /* What negotiation established. */
@@ -79,6 +83,7 @@ typedef struct NbdExportInfo {
         uint32_t meta_context_id;
         bool fixed_newstyle;
         bool used_export_name; /* negotiation ended with NBD_OPT_EXPORT_NAME */
+        uint32_t delta_block_size; /* the server hashes blocks of this size (NBD_CMD_HWAMEID_HASH); 0: no */
 } NbdExportInfo;
 
 /*
@@ -113,11 +118,12 @@ typedef struct NbdExtent {
 } NbdExtent;
 
 typedef struct NbdCommand {
-        uint16_t type;  /* NBD_CMD_READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE */
+        uint16_t type;  /* NBD_CMD_READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE, HWAMEID_HASH */
         uint16_t flags; /* NBD_CMD_FLAG_* */
         uint64_t offset;
         uint32_t length;
-        void *buf; /* READ: filled; WRITE: sent (const) */
+        void *buf; /* READ: filled; WRITE: sent (const); HWAMEID_HASH: room for
+                    * nbd_hash_reply_size(delta_block_size, length) bytes of digests, filled */
         /* BLOCK_STATUS: room for max_extents; *n_extents is set before the callback runs. Extents are
          * contiguous from offset, non-empty, and end within the request (a last extent reaching past it
          * is clipped); the server may describe less than was asked. */
@@ -151,3 +157,8 @@ int nbd_client_new_manual(NbdTransport *transport, const char *export, const Nbd
 int nbd_client_dispatch_one(NbdClient *c);
 
 const char *nbd_cmd_to_string(uint16_t type);
+
+/* Bytes of digests an NBD_CMD_HWAMEID_HASH of length bytes returns with blocks of block_size. */
+static inline uint64_t nbd_hash_reply_size(uint32_t block_size, uint64_t length) {
+        return (length + block_size - 1) / block_size * 16U; /* NBD_HWAMEID_HASH_SIZE */
+}

@@ -2,6 +2,7 @@
 /*
  * hwamei-nbd copy SRC DST [--verify] [--requests N] [--request-size BYTES] [--connections N]
  *                 [--destination-is-zero] [--psk-file FILE] [--resume STATEFILE]
+ *                 [--checkpoint-interval SECONDS] [--bwlimit BYTES] [--no-delta]
  *
  * SRC and DST are local files or block devices, or nbd:// URIs; any combination works. Only the
  * source's size is copied: an NBD or existing local destination must be at least that large (a larger
@@ -9,11 +10,17 @@
  * a sparse file of the source's size (and, being empty, gets no zeroes written). The destination is
  * flushed before the copy counts as done. The last line reads
  *
- *   copied 2.0 GiB (1.8 GiB sent, 205 MiB skipped) in 3.1 s, 660 MB/s, xxh3-128 <32 hex digits>
+ *   copied 2.0 GiB (1.8 GiB sent, 205 MiB skipped, 0 B unchanged) in 3.1 s, 660 MB/s, xxh3-128 <32 hex digits>
  *
- * where "sent" is written as data and "skipped" went as zero ranges, and the digest is the XXH3-128
- * of the source's content (daemon/stream/copy.h). --verify reads the destination back, compares
- * digests and prints "verified". Exit status 0 on success, 1 on failure, 2 on bad usage.
+ * where "sent" is written as data, "skipped" went as zero ranges and "unchanged" was already on an
+ * hwameid destination (delta: only blocks whose hashes differ are sent), all by this run; the
+ * digest is the XXH3-128 of the source's content (daemon/stream/copy.h). --verify reads the
+ * destination back, compares digests and prints "verified".
+ *
+ * --resume STATEFILE: checkpoints go to STATEFILE (copy-checkpoint.h) every few seconds, each after
+ * a flush of the destination; when it exists at the start, the copy continues where it left off
+ * ("resumed at …" is printed), provided it names the same SRC, DST and source size. It is removed
+ * when the copy succeeded. Exit status 0 on success, 1 on failure, 2 on bad usage.
  */
 
 #include <errno.h>
@@ -27,8 +34,10 @@
 #include <unistd.h>
 
 #include "basic/macro.h"
+#include "basic/string-util.h"
 #include "basic/time-util.h"
 #include "hwamei-nbd.h"
+#include "stream/copy-checkpoint.h"
 #include "stream/copy.h"
 #include "stream/nbd-client.h"
 #include "stream/nbd-protocol.h"
@@ -71,34 +80,29 @@ static void copy_help(void) {
                "     --psk-file FILE         TLS with pre-shared keys for nbds://[IDENTITY@]HOST... "
                "(identity\n"
                "                             from the URI, else $LOGNAME)\n"
-               "     --resume STATEFILE      Resume an interrupted copy (not available in this build yet)\n",
-               COPY_REQUESTS_DEFAULT, COPY_REQUEST_SIZE_DEFAULT);
+               "     --resume STATEFILE      Keep checkpoints in STATEFILE and continue from it when it\n"
+               "                             exists (removed after success)\n"
+               "     --checkpoint-interval SECONDS\n"
+               "                             Time between checkpoints (default %u)\n"
+               "     --bwlimit BYTES         Send at most BYTES of data per second (K, M, G suffixes)\n"
+               "     --no-delta              Send every block even to a destination that can compare\n"
+               "                             block hashes\n",
+               COPY_REQUESTS_DEFAULT, COPY_REQUEST_SIZE_DEFAULT,
+               (unsigned) (COPY_CHECKPOINT_INTERVAL_DEFAULT / USEC_PER_SEC));
 }
 
-static int parse_size(const char *s, uint64_t max, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-        uint64_t mult = 1;
+/* A number with an optional K, M, G… suffix (string-util.h), at most max. */
+static int parse_bounded(const char *s, uint64_t max, uint64_t *ret) {
+        uint64_t v;
 
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || end == s || s[0] == '-')
+        if (parse_size(s, &v) < 0 || v > max)
                 return -EINVAL;
-        if (*end == 'K' || *end == 'k')
-                mult = 1024, end++;
-        else if (*end == 'M' || *end == 'm')
-                mult = 1024 * 1024, end++;
-        if (*end == 'i')
-                end++;
-        if (*end == 'B')
-                end++;
-        if (*end != 0 || v > max / mult)
-                return -EINVAL;
-        *ret = v * mult;
+        *ret = v;
         return 0;
 }
 
-static char *format_bytes(char *buf, size_t n, uint64_t v) {
+/* "2.0 GiB": the figures of the final line. */
+static char *format_size(char *buf, size_t n, uint64_t v) {
         static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
         double d = (double) v;
         size_t u = 0;
@@ -137,8 +141,8 @@ static const char *connect_error(int r) {
         }
 }
 
-static int open_nbd(Side *s, unsigned connections, const char *psk_file) {
-        NbdConnectOptions o = {};
+static int open_nbd(Side *s, unsigned connections, const char *psk_file, uint32_t delta_block_size) {
+        NbdConnectOptions o = { .delta_block_size = delta_block_size };
         int r;
 
         r = nbd_uri_parse(s->arg, &s->uri);
@@ -227,11 +231,65 @@ static void on_progress(const CopyProgress *p, void *userdata) {
                 bar[i] = i < pct * 30 / 100 ? '#' : ' ';
         bar[30] = 0;
         fprintf(stderr, "\r%-6s [%s] %3u%% %s / %s", copy_phase_to_string(p->phase), bar, pct,
-                format_bytes(done, sizeof(done), value), format_bytes(total, sizeof(total), p->total));
+                format_size(done, sizeof(done), value), format_size(total, sizeof(total), p->total));
         if (p->phase == COPY_PHASE_COPY && secs > 0)
                 fprintf(stderr, " %.0f MB/s", (double) p->done / 1e6 / secs);
         fprintf(stderr, "\033[K");
         b->drawn = true;
+}
+
+typedef struct Checkpointer {
+        const char *path;
+        const char *source, *destination;
+} Checkpointer;
+
+static int save_checkpoint(const CopyCheckpoint *c, void *userdata) {
+        Checkpointer *k = userdata;
+        int r;
+
+        r = copy_checkpoint_save(k->path, c, k->source, k->destination);
+        if (r < 0)
+                fprintf(stderr, "\nhwamei-nbd copy: cannot write the checkpoint %s: %s.\n", k->path, strerror(-r));
+        return r;
+}
+
+typedef struct Reporter {
+        Bar bar;
+        Checkpointer ck;
+} Reporter;
+
+static void on_progress_reporter(const CopyProgress *p, void *userdata) {
+        on_progress(p, &((Reporter *) userdata)->bar);
+}
+
+static int on_checkpoint_reporter(const CopyCheckpoint *c, void *userdata) {
+        return save_checkpoint(c, &((Reporter *) userdata)->ck);
+}
+
+/* Loads the resume point, when there is one for this very copy. 0: none, 1: loaded. */
+static int load_resume(const char *path, const char *source, const char *destination, uint64_t size,
+                       CopyCheckpoint *ret) {
+        _cleanup_free_ char *s = NULL, *d = NULL;
+        int r;
+
+        r = copy_checkpoint_load(path, ret, &s, &d);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0) {
+                fprintf(stderr, "hwamei-nbd copy: --resume %s: %s.\n", path,
+                        r == -EBADMSG           ? "not a valid checkpoint (remove it to start over)"
+                        : r == -EPROTONOSUPPORT ? "written by another version (remove it to start over)"
+                                                : strerror(-r));
+                return r;
+        }
+        if (!streq(s, source) || !streq(d, destination) || ret->size != size) {
+                fprintf(stderr,
+                        "hwamei-nbd copy: --resume %s: the checkpoint is of %s -> %s (%" PRIu64
+                        " bytes), not of this copy; remove it to start over.\n",
+                        path, s, d, ret->size);
+                return -ESTALE;
+        }
+        return 1;
 }
 
 int verb_copy(int argc, char *argv[]) {
@@ -241,6 +299,9 @@ int verb_copy(int argc, char *argv[]) {
                 ARG_RESUME,
                 ARG_REQUEST_SIZE,
                 ARG_DEST_ZERO,
+                ARG_CHECKPOINT_INTERVAL,
+                ARG_BWLIMIT,
+                ARG_NO_DELTA,
         };
         static const struct option options[] = { { "help", no_argument, NULL, 'h' },
                                                  { "verify", no_argument, NULL, ARG_VERIFY },
@@ -251,13 +312,19 @@ int verb_copy(int argc, char *argv[]) {
                                                    ARG_REQUEST_SIZE },
                                                  { "connections", required_argument, NULL, 'C' },
                                                  { "destination-is-zero", no_argument, NULL, ARG_DEST_ZERO },
+                                                 { "checkpoint-interval", required_argument, NULL,
+                                                   ARG_CHECKPOINT_INTERVAL },
+                                                 { "bwlimit", required_argument, NULL, ARG_BWLIMIT },
+                                                 { "no-delta", no_argument, NULL, ARG_NO_DELTA },
                                                  {} };
         _cleanup_(side_done) Side src = {}, dst = {};
         CopyOptions o = {};
         CopyResult res;
+        CopyCheckpoint resume;
         uint64_t v, connections = 1;
-        Bar bar = { .enabled = isatty(STDERR_FILENO) };
-        char digest[COPY_DIGEST_STRING_MAX], b1[COPY_DIGEST_STRING_MAX], b2[32], b3[32];
+        Reporter rep = { .bar = { .enabled = isatty(STDERR_FILENO) } };
+        Bar *bar = &rep.bar;
+        char digest[COPY_DIGEST_STRING_MAX], b1[COPY_DIGEST_STRING_MAX], b2[32], b3[32], b4[32];
         const char *psk_file = NULL;
         int c, r;
 
@@ -274,11 +341,27 @@ int verb_copy(int argc, char *argv[]) {
                         psk_file = optarg;
                         break;
                 case ARG_RESUME:
-                        fprintf(stderr,
-                                "hwamei-nbd copy: --resume: resuming is not available in this build yet.\n");
-                        return 1;
+                        rep.ck.path = optarg;
+                        break;
+                case ARG_CHECKPOINT_INTERVAL:
+                        if (parse_bounded(optarg, 86400, &v) < 0 || v == 0) {
+                                fprintf(stderr, "hwamei-nbd copy: --checkpoint-interval must be 1…86400 seconds.\n");
+                                return 2;
+                        }
+                        o.checkpoint_interval = v * USEC_PER_SEC;
+                        break;
+                case ARG_BWLIMIT:
+                        if (parse_bounded(optarg, UINT64_MAX / 2, &v) < 0 || v < 4096) {
+                                fprintf(stderr, "hwamei-nbd copy: --bwlimit must be at least 4096 bytes per second.\n");
+                                return 2;
+                        }
+                        o.bandwidth = v;
+                        break;
+                case ARG_NO_DELTA:
+                        o.no_delta = true;
+                        break;
                 case 'R':
-                        if (parse_size(optarg, COPY_REQUESTS_MAX, &v) < 0 || v == 0) {
+                        if (parse_bounded(optarg, COPY_REQUESTS_MAX, &v) < 0 || v == 0) {
                                 fprintf(stderr, "hwamei-nbd copy: --requests must be 1…%u.\n",
                                         COPY_REQUESTS_MAX);
                                 return 2;
@@ -286,7 +369,7 @@ int verb_copy(int argc, char *argv[]) {
                         o.requests = (unsigned) v;
                         break;
                 case ARG_REQUEST_SIZE:
-                        if (parse_size(optarg, NBD_MAX_PAYLOAD, &v) < 0 || v < 4096 || (v & (v - 1)) != 0) {
+                        if (parse_bounded(optarg, NBD_MAX_PAYLOAD, &v) < 0 || v < 4096 || (v & (v - 1)) != 0) {
                                 fprintf(stderr,
                                         "hwamei-nbd copy: --request-size must be a power of 2 from 4096 to "
                                         "%u.\n",
@@ -296,7 +379,7 @@ int verb_copy(int argc, char *argv[]) {
                         o.request_size = (size_t) v;
                         break;
                 case 'C':
-                        if (parse_size(optarg, CONNECTIONS_MAX, &connections) < 0 || connections == 0) {
+                        if (parse_bounded(optarg, CONNECTIONS_MAX, &connections) < 0 || connections == 0) {
                                 fprintf(stderr, "hwamei-nbd copy: --connections must be 1…%u.\n",
                                         CONNECTIONS_MAX);
                                 return 2;
@@ -317,10 +400,11 @@ int verb_copy(int argc, char *argv[]) {
         src.is_nbd = nbd_uri_is_uri(src.arg);
         dst.is_nbd = nbd_uri_is_uri(dst.arg);
 
-        r = src.is_nbd ? open_nbd(&src, (unsigned) connections, psk_file) : open_local(&src, false, 0);
+        r = src.is_nbd ? open_nbd(&src, (unsigned) connections, psk_file, 0) : open_local(&src, false, 0);
         if (r < 0)
                 return 1;
-        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections, psk_file)
+        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections, psk_file,
+                                  o.no_delta ? 0 : NBD_HWAMEID_DELTA_BLOCK_DEFAULT)
                        : open_local(&dst, true, copy_endpoint_size(&src.ep));
         if (r < 0)
                 return 1;
@@ -334,10 +418,20 @@ int verb_copy(int argc, char *argv[]) {
                 return 1;
         }
 
-        o.progress = on_progress;
-        o.userdata = &bar;
+        if (rep.ck.path) {
+                r = load_resume(rep.ck.path, src.arg, dst.arg, copy_endpoint_size(&src.ep), &resume);
+                if (r < 0)
+                        return 1;
+                if (r > 0)
+                        o.resume = &resume;
+                rep.ck.source = src.arg;
+                rep.ck.destination = dst.arg;
+                o.checkpoint = on_checkpoint_reporter;
+        }
+        o.progress = on_progress_reporter;
+        o.userdata = &rep;
         r = copy_run(&src.ep, &dst.ep, &o, &res);
-        if (bar.drawn)
+        if (bar->drawn)
                 fprintf(stderr, "\r\033[K");
         if (r == -EBADMSG) {
                 fprintf(stderr,
@@ -362,12 +456,19 @@ int verb_copy(int argc, char *argv[]) {
         }
 
         double secs = (double) res.elapsed / USEC_PER_SEC;
-        printf("copied %s (%s sent, %s skipped) in %.1f s, %.0f MB/s, xxh3-128 %s\n",
-               format_bytes(b1, sizeof(b1), res.size), format_bytes(b2, sizeof(b2), res.sent),
-               format_bytes(b3, sizeof(b3), res.skipped), secs,
-               secs > 0 ? (double) res.size / 1e6 / secs : 0.0, copy_digest_to_string(res.digest, digest));
+        if (res.resumed_from > 0)
+                printf("resumed at %" PRIu64 " bytes (%s)\n", res.resumed_from,
+                       format_size(b1, sizeof(b1), res.resumed_from));
+        printf("copied %s (%s sent, %s skipped, %s unchanged) in %.1f s, %.0f MB/s, xxh3-128 %s\n",
+               format_size(b1, sizeof(b1), res.size), format_size(b2, sizeof(b2), res.sent),
+               format_size(b3, sizeof(b3), res.skipped), format_size(b4, sizeof(b4), res.unchanged), secs,
+               secs > 0 ? (double) (res.size - res.resumed_from) / 1e6 / secs : 0.0,
+               copy_digest_to_string(res.digest, digest));
         if (res.verified)
                 printf("verified (destination read back in %.1f s)\n",
                        (double) res.verify_elapsed / USEC_PER_SEC);
+        if (rep.ck.path && unlink(rep.ck.path) < 0 && errno != ENOENT)
+                fprintf(stderr, "hwamei-nbd copy: cannot remove the checkpoint %s: %s.\n", rep.ck.path,
+                        strerror(errno));
         return 0;
 }
