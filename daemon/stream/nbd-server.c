@@ -5,15 +5,31 @@
  * A connection runs on its own thread in two phases:
  *   handshake     server greeting, client flags, then options until GO / EXPORT_NAME (enter
  *                 transmission) or ABORT; a deadline bounds the whole phase;
- *   transmission  read a request header, validate every field against the export and the hard
- *                 caps, read the payload if any, do the I/O on the shared BlockDev, write the
- *                 reply; in order, so pipelined requests simply queue in the socket.
+ *   transmission  the connection's thread (the reader) reads a request header, validates every
+ *                 field against the export and the hard caps, takes a buffer from the
+ *                 connection's pool (the payload of a WRITE, room for the reply of a READ,
+ *                 BLOCK_STATUS or HASH), reads the payload, and queues the request; workers take
+ *                 requests off the queue, do the I/O on the shared BlockDev and write the reply
+ *                 under the write lock (one reply or chunk at a time, whole). Rejected requests
+ *                 are queued too, with their error, so the reader never writes (but once: the
+ *                 reply to an oversized WRITE before it drops the client).
  * Input goes through a small read buffer (many headers per recv() when the client pipelines);
- * payloads of a read-buffer's size or more are received straight into the connection's I/O
- * buffer, which grows to the largest request seen (at most NBD_MAX_PAYLOAD) and is reused.
+ * payloads of a read-buffer's size or more are received straight into their pool buffer.
+ *
+ * Memory: pool buffers come in power-of-two classes from 64 KiB to NBD_MAX_PAYLOAD, are reused
+ * (fresh memory is slow to touch on these machines), and all of them, in use or free, count
+ * against NBD_SERVER_CONN_BUFFER_MAX: when a new one would exceed it, free ones are released, and
+ * when none is free the reader waits for a worker to give one back. Any single request fits.
+ *
+ * Locks: server->lock (exports, connections) may be held when taking a connection's lock, never
+ * the other way round. conn->lock guards the queue, the pool, the worker counts and the drop
+ * reason; conn->write_lock serialises replies; neither is held across a blocking call but the
+ * reply write itself.
  *
  * Errors: functions return negative errno for "drop the connection"; per-request failures are
- * replies, not errors. conn_drop() records why a client was dropped for the callback.
+ * replies, not errors. conn_drop() records why a client was dropped for the callback. A worker
+ * that cannot write a reply marks the connection dead (conn_fail()): the transport is shut down,
+ * the reader stops, and what is still queued is discarded unexecuted.
  */
 
 #include <arpa/inet.h>
@@ -32,16 +48,27 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "../basic/list.h"
 #include "../basic/time-util.h"
 #include "../log/log.h"
 #include "nbd-protocol.h"
 #include "nbd-server.h"
+#include "nbd-tls.h"
 
 #define READ_BUFFER_SIZE   (16U * 1024U)
 #define IO_BUFFER_ALIGN    4096U
 #define META_ID_BASE_ALLOC 1U
 #define PEER_MAX           64
+#define POOL_SHIFT_MIN     16U /* 64 KiB */
+#define POOL_SHIFT_MAX     25U /* 32 MiB: NBD_MAX_PAYLOAD */
+#define POOL_CLASSES       (POOL_SHIFT_MAX - POOL_SHIFT_MIN + 1U)
+#define HASH_CHUNK_MAX     (4U << 20) /* bytes read at once for NBD_CMD_HWAMEID_HASH */
+
+_Static_assert((1U << POOL_SHIFT_MAX) == NBD_MAX_PAYLOAD, "the largest buffer holds any payload");
+_Static_assert(NBD_SERVER_CONN_BUFFER_MAX >= (1U << POOL_SHIFT_MAX), "one request always fits");
+_Static_assert(HASH_CHUNK_MAX >= NBD_HWAMEID_DELTA_BLOCK_MAX, "a hash chunk holds a block");
 
 typedef struct NbdExport NbdExport;
 typedef struct NbdConn NbdConn;
@@ -65,6 +92,7 @@ struct NbdServer {
         LIST_HEAD(NbdConn, conns);
         unsigned n_conns;
         unsigned max_conns;
+        unsigned workers;
         uint64_t handshake_timeout;
         uint64_t write_timeout;
         NbdServerStartTls starttls;
@@ -72,6 +100,8 @@ struct NbdServer {
         bool tls_required;
         NbdServerDisconnectCallback disconnect_cb;
         void *disconnect_userdata;
+        NbdServerExportPolicy policy;
+        void *policy_userdata;
 
         int listen_fd;
         int stop_fd; /* eventfd: wakes the acceptor */
@@ -79,35 +109,71 @@ struct NbdServer {
         bool acceptor_running;
 };
 
+/* A pool buffer: 1 << (POOL_SHIFT_MIN + cls) bytes at data, aligned for O_DIRECT. */
+typedef struct NbdBuffer {
+        struct NbdBuffer *next; /* on a free list */
+        uint8_t *data;
+        unsigned cls;
+} NbdBuffer;
+
+/* A request between the reader and a worker. */
+typedef struct NbdRequest {
+        struct NbdRequest *next; /* queue */
+        uint16_t type, flags;
+        uint64_t cookie, offset;
+        uint32_t count;
+        int error;      /* < 0: rejected, reply with this */
+        NbdBuffer *buf; /* payload or reply room, NULL if none is needed */
+} NbdRequest;
+
 struct NbdConn {
         NbdServer *server;
-        NbdTransport *t; /* swapped under server->lock (STARTTLS) */
+        NbdTransport *t; /* swapped under server->lock (STARTTLS), fixed in transmission */
         char peer[PEER_MAX];
-        bool shut;            /* server asked it to end */
+        bool shut;            /* server asked it to end (under server->lock) */
         usec_t read_deadline; /* CLOCK_MONOTONIC; 0 = none */
         usec_t write_timeout; /* per write without progress; 0 = none */
 
-        /* handshake state */
+        /* handshake state (read-only once transmission starts) */
         bool no_zeroes;
         bool tls;
         bool structured;
         bool meta_base_allocation;
-        char *meta_export; /* the export SET_META_CONTEXT named */
+        char *meta_export;                                /* the export SET_META_CONTEXT named */
+        uint32_t delta_block_size;                        /* NBD_OPT_HWAMEID_DELTA acknowledged: > 0 */
+        uint8_t delta_zero_digest[NBD_HWAMEID_HASH_SIZE]; /* of a whole block of zeroes */
 
-        /* transmission */
+        /* transmission (read-only once it starts) */
         NbdExport *export;
         uint64_t size;
         uint16_t eflags;
+        unsigned max_workers;
 
+        /* the reader's input buffer */
         uint8_t *rbuf;
         size_t rpos, rlen;
-        uint8_t *buf;
-        size_t buf_size;
 
+        pthread_mutex_t lock;
+        pthread_cond_t work_cond;   /* workers: a request was queued, or closing */
+        pthread_cond_t reader_cond; /* reader: a request finished (memory, a slot), or dead */
+        NbdRequest *queue_head, *queue_tail;
+        unsigned n_queued;          /* in the queue */
+        unsigned n_pending;         /* queued or being served */
+        unsigned n_workers, n_idle; /* started; waiting for work */
+        pthread_t *workers;         /* [max_workers] */
+        bool closing;               /* workers end once the queue is empty */
+        bool dead;                  /* no more replies: serve nothing more */
+        NbdBuffer *pool_free[POOL_CLASSES];
+        size_t pool_held; /* bytes of all pool buffers, in use or free */
         int drop_error;
         const char *drop_reason;
+
+        pthread_mutex_t write_lock; /* one reply at a time on the wire */
+
         LIST_FIELDS(NbdConn, conns);
 };
+
+static void conn_kick(NbdConn *c);
 
 /* ---- Exports ---- */
 
@@ -198,10 +264,9 @@ int nbd_server_remove_export(NbdServer *s, const char *name) {
         }
         LIST_REMOVE(exports, s->exports, e);
         LIST_FOREACH (conns, c, s->conns)
-                if (c->export == e) {
-                        c->shut = true;
-                        c->t->ops->shutdown(c->t);
-                }
+                if (c->export == e)
+                        conn_kick(c);
+        /* Users drop to 0 once their workers are joined: nothing touches dev any more. */
         while (e->users > 0)
                 pthread_cond_wait(&s->cond, &s->lock);
         pthread_mutex_unlock(&s->lock);
@@ -224,6 +289,7 @@ int nbd_server_new(NbdServer **ret) {
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
         s->max_conns = NBD_SERVER_MAX_CONNECTIONS_DEFAULT;
+        s->workers = NBD_SERVER_WORKERS_DEFAULT;
         s->handshake_timeout = NBD_SERVER_HANDSHAKE_TIMEOUT_USEC;
         s->write_timeout = NBD_SERVER_WRITE_TIMEOUT_USEC;
         s->listen_fd = -EBADF;
@@ -246,10 +312,8 @@ NbdServer *nbd_server_free(NbdServer *s) {
         }
 
         pthread_mutex_lock(&s->lock);
-        LIST_FOREACH (conns, c, s->conns) {
-                c->shut = true;
-                c->t->ops->shutdown(c->t);
-        }
+        LIST_FOREACH (conns, c, s->conns)
+                conn_kick(c);
         while (s->n_conns > 0)
                 pthread_cond_wait(&s->cond, &s->lock);
         pthread_mutex_unlock(&s->lock);
@@ -303,6 +367,21 @@ void nbd_server_set_disconnect_callback(NbdServer *s, NbdServerDisconnectCallbac
         pthread_mutex_unlock(&s->lock);
 }
 
+void nbd_server_set_workers(NbdServer *s, unsigned n) {
+        assert(s);
+        pthread_mutex_lock(&s->lock);
+        s->workers = MIN(n, NBD_SERVER_WORKERS_MAX);
+        pthread_mutex_unlock(&s->lock);
+}
+
+void nbd_server_set_export_policy(NbdServer *s, NbdServerExportPolicy policy, void *userdata) {
+        assert(s);
+        pthread_mutex_lock(&s->lock);
+        s->policy = policy;
+        s->policy_userdata = userdata;
+        pthread_mutex_unlock(&s->lock);
+}
+
 unsigned nbd_server_n_connections(NbdServer *s) {
         unsigned n;
 
@@ -315,18 +394,60 @@ unsigned nbd_server_n_connections(NbdServer *s) {
 
 /* ---- Connection I/O ---- */
 
+/* Records why the client is dropped (the first reason wins); returns error, or -EPROTO for a
+ * clean end (error 0) so that callers can return it as "stop". Any thread; not under c->lock. */
 static int conn_drop(NbdConn *c, int error, const char *reason) {
+        pthread_mutex_lock(&c->lock);
         if (!c->drop_reason) {
                 c->drop_reason = reason;
                 c->drop_error = error;
         }
+        pthread_mutex_unlock(&c->lock);
         log_debug_errno(error, "nbd: dropping client %s: %s", c->peer, reason);
         return error < 0 ? error : -EPROTO;
 }
 
+/* No more replies can go out: stop the reader and everything queued. Not under c->lock. */
+static int conn_fail(NbdConn *c, int error, const char *reason) {
+        int r = conn_drop(c, error, reason);
+
+        pthread_mutex_lock(&c->lock);
+        c->dead = true;
+        pthread_cond_broadcast(&c->work_cond);
+        pthread_cond_broadcast(&c->reader_cond);
+        pthread_mutex_unlock(&c->lock);
+        c->t->ops->shutdown(c->t);
+        return r;
+}
+
+/* The server ends the connection (under s->lock): blocked reads and writes fail, waits end. */
+static void conn_kick(NbdConn *c) {
+        c->shut = true;
+        pthread_mutex_lock(&c->lock);
+        if (!c->drop_reason) {
+                c->drop_reason = "the server ended the connection (export removed or server stopped)";
+                c->drop_error = -ESHUTDOWN;
+        }
+        c->dead = true;
+        pthread_cond_broadcast(&c->work_cond);
+        pthread_cond_broadcast(&c->reader_cond);
+        pthread_mutex_unlock(&c->lock);
+        c->t->ops->shutdown(c->t);
+        log_debug("nbd: ending the connection of client %s", c->peer);
+}
+
+static bool conn_is_dead(NbdConn *c) {
+        bool dead;
+
+        pthread_mutex_lock(&c->lock);
+        dead = c->dead;
+        pthread_mutex_unlock(&c->lock);
+        return dead;
+}
+
 /*
  * Exactly len bytes. -ENODATA: the stream ended before the first byte (a clean end at a message
- * boundary); -ECONNRESET: it ended within.
+ * boundary); -ECONNRESET: it ended in the middle; -ETIMEDOUT: the read deadline passed.
  */
 static ssize_t conn_transport_read(NbdConn *c, void *p, size_t len) {
         usec_t timeout = USEC_INFINITY;
@@ -378,6 +499,21 @@ static int conn_read(NbdConn *c, void *p, size_t len) {
         return 0;
 }
 
+/* Reads and throws away len bytes (the payload of a rejected WRITE). */
+static int conn_skip(NbdConn *c, size_t len) {
+        uint8_t scratch[4096];
+
+        while (len > 0) {
+                size_t k = MIN(len, sizeof(scratch));
+                int r = conn_read(c, scratch, k);
+
+                if (r < 0)
+                        return r == -ENODATA ? -ECONNRESET : r;
+                len -= k;
+        }
+        return 0;
+}
+
 /* All of iov (at most 4 entries; empty ones are skipped). */
 static int conn_writev(NbdConn *c, const struct iovec *iov_in, int n_in) {
         usec_t timeout = c->write_timeout > 0 ? c->write_timeout : USEC_INFINITY;
@@ -409,19 +545,95 @@ static int conn_writev(NbdConn *c, const struct iovec *iov_in, int n_in) {
         return 0;
 }
 
-/* The I/O buffer, grown to at least size (aligned for O_DIRECT). */
-static int conn_ensure_buf(NbdConn *c, size_t size) {
+/* One whole reply (or structured chunk) in transmission, under the write lock; nothing once the
+ * connection is dead. Any thread. */
+static int reply_writev(NbdConn *c, const struct iovec *iov, int n) {
+        int r;
+
+        pthread_mutex_lock(&c->write_lock);
+        r = conn_is_dead(c) ? -ECONNABORTED : conn_writev(c, iov, n);
+        pthread_mutex_unlock(&c->write_lock);
+        return r;
+}
+
+/* ---- Buffer pool (under c->lock) ---- */
+
+static size_t pool_class_size(unsigned cls) {
+        return (size_t) 1 << (POOL_SHIFT_MIN + cls);
+}
+
+static unsigned pool_class(size_t size) {
+        unsigned cls = 0;
+
+        assert(size <= pool_class_size(POOL_CLASSES - 1));
+        while (pool_class_size(cls) < size)
+                cls++;
+        return cls;
+}
+
+static void pool_release_one(NbdConn *c, unsigned cls) {
+        NbdBuffer *b = c->pool_free[cls];
+
+        c->pool_free[cls] = b->next;
+        c->pool_held -= pool_class_size(cls);
+        free(b->data);
+        free(b);
+}
+
+/* Gives every free buffer back to the system. */
+static void pool_trim(NbdConn *c) {
+        for (unsigned cls = 0; cls < POOL_CLASSES; cls++)
+                while (c->pool_free[cls])
+                        pool_release_one(c, cls);
+}
+
+static bool pool_has_free(NbdConn *c) {
+        for (unsigned cls = 0; cls < POOL_CLASSES; cls++)
+                if (c->pool_free[cls])
+                        return true;
+        return false;
+}
+
+/* A buffer of at least size bytes: a free one of its class, or a new one within the limit (free
+ * ones of other classes are released to make room). -EAGAIN: wait for one to come back. */
+static int pool_get(NbdConn *c, size_t size, NbdBuffer **ret) {
+        unsigned cls = pool_class(size);
+        size_t bytes = pool_class_size(cls);
+        NbdBuffer *b;
         void *p = NULL;
 
-        if (size <= c->buf_size)
+        b = c->pool_free[cls];
+        if (b) {
+                c->pool_free[cls] = b->next;
+                b->next = NULL;
+                *ret = b;
                 return 0;
-        size = MAX(ROUND_UP(size, IO_BUFFER_ALIGN), (size_t) 64 * 1024);
-        if (posix_memalign(&p, IO_BUFFER_ALIGN, size) != 0)
+        }
+        for (unsigned k = POOL_CLASSES; k > 0 && c->pool_held + bytes > NBD_SERVER_CONN_BUFFER_MAX; k--)
+                while (c->pool_free[k - 1] && c->pool_held + bytes > NBD_SERVER_CONN_BUFFER_MAX)
+                        pool_release_one(c, k - 1);
+        if (c->pool_held + bytes > NBD_SERVER_CONN_BUFFER_MAX)
+                return -EAGAIN;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
                 return -ENOMEM;
-        free(c->buf);
-        c->buf = p;
-        c->buf_size = size;
+        if (posix_memalign(&p, IO_BUFFER_ALIGN, bytes) != 0) {
+                free(b);
+                return -ENOMEM;
+        }
+        b->data = p;
+        b->cls = cls;
+        c->pool_held += bytes;
+        *ret = b;
         return 0;
+}
+
+static void pool_put(NbdConn *c, NbdBuffer *b) {
+        if (!b)
+                return;
+        b->next = c->pool_free[b->cls];
+        c->pool_free[b->cls] = b;
 }
 
 /* ---- Handshake ---- */
@@ -519,6 +731,31 @@ static int conn_lookup_export(NbdConn *c, const char *name, bool bind, ExportInf
         return 0;
 }
 
+/* Asks the export policy whether this connection may open name: 0 or the policy's negative errno. */
+static int conn_check_policy(NbdConn *c, const char *name) {
+        NbdServer *s = c->server;
+        NbdServerExportPolicy policy;
+        const char *identity;
+        void *userdata;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        policy = s->policy;
+        userdata = s->policy_userdata;
+        pthread_mutex_unlock(&s->lock);
+        if (!policy)
+                return 0;
+
+        identity = c->tls ? nbd_tls_transport_identity(c->t) : NULL;
+        r = policy(userdata, identity, name);
+        if (r >= 0)
+                return 0;
+        log_debug_errno(r, "nbd: client %s: export '%s' denied by the policy (%s%s%s): %m", c->peer, name,
+                        identity ? "TLS identity '" : "plain connection", identity ?: "",
+                        identity ? "'" : "");
+        return r;
+}
+
 static int handle_export_name(NbdConn *c, const uint8_t *data, uint32_t len) {
         struct nbd_export_name_option_reply r = {};
         char name[NBD_MAX_STRING + 1];
@@ -532,6 +769,9 @@ static int handle_export_name(NbdConn *c, const uint8_t *data, uint32_t len) {
         name[len] = 0;
         if (strlen(name) != len)
                 return conn_drop(c, -EINVAL, "export name contains NUL");
+        /* NBD_OPT_EXPORT_NAME cannot fail: the connection is closed instead (as the spec says). */
+        if (conn_check_policy(c, name) < 0)
+                return conn_drop(c, -EACCES, "NBD_OPT_EXPORT_NAME: export denied by the policy");
         if (c->meta_export && strcmp(c->meta_export, name) != 0)
                 c->meta_base_allocation = false;
         if (conn_lookup_export(c, name, true, NULL) < 0)
@@ -576,12 +816,19 @@ static int handle_list(NbdConn *c, uint32_t option, uint32_t len) {
                 return opt_error(c, option, NBD_REP_ERR_PLATFORM, "out of memory");
 
         for (size_t i = 0; i < n;) {
-                uint32_t total;
+                char name[NBD_MAX_STRING + 1];
+                uint32_t total, l;
 
                 memcpy(&total, list + i, 4);
-                r = opt_reply(c, option, NBD_REP_SERVER, list + i + 4, total, NULL, 0);
-                if (r < 0)
-                        return r;
+                l = get_u32(list + i + 4);
+                memcpy(name, list + i + 8, l);
+                name[l] = 0;
+                /* Exports this client may not open are not shown to it. */
+                if (conn_check_policy(c, name) >= 0) {
+                        r = opt_reply(c, option, NBD_REP_SERVER, list + i + 4, total, NULL, 0);
+                        if (r < 0)
+                                return r;
+                }
                 i += 4 + (size_t) total;
         }
         return opt_ack(c, option);
@@ -623,6 +870,8 @@ static int handle_info_go(NbdConn *c, uint32_t option, const uint8_t *data, uint
                 return opt_error(c, option, NBD_REP_ERR_PLATFORM, "out of memory");
         _cleanup_free_ ExportInfo *info_free = info;
 
+        if (conn_check_policy(c, name) < 0)
+                return opt_error(c, option, NBD_REP_ERR_POLICY, "access to this export is denied");
         if (option == NBD_OPT_GO && c->meta_export && strcmp(c->meta_export, name) != 0)
                 c->meta_base_allocation = false;
         r = conn_lookup_export(c, name, option == NBD_OPT_GO, info);
@@ -722,6 +971,8 @@ static int handle_meta_context(NbdConn *c, uint32_t option, const uint8_t *data,
         if (n_queries == 0 && list)
                 match = true;
 
+        if (conn_check_policy(c, name) < 0)
+                return opt_error(c, option, NBD_REP_ERR_POLICY, "access to this export is denied");
         if (conn_lookup_export(c, name, false, NULL) < 0)
                 return opt_error(c, option, NBD_REP_ERR_UNKNOWN, "no such export");
 
@@ -778,7 +1029,66 @@ static int handle_starttls(NbdConn *c, uint32_t len) {
         c->structured = false;
         c->meta_base_allocation = false;
         c->meta_export = mfree(c->meta_export);
+        c->delta_block_size = 0;
         return 0;
+}
+
+/* XXH3-128 of len zero bytes, in canonical form. */
+static int digest_zeroes(uint64_t len, uint8_t out[static NBD_HWAMEID_HASH_SIZE]) {
+        static const uint8_t zeroes[4096];
+        XXH3_state_t *st;
+        XXH128_canonical_t canon;
+
+        st = XXH3_createState();
+        if (!st)
+                return -ENOMEM;
+        if (XXH3_128bits_reset(st) == XXH_ERROR) {
+                XXH3_freeState(st);
+                return -EIO;
+        }
+        while (len > 0) {
+                size_t k = (size_t) MIN(len, (uint64_t) sizeof(zeroes));
+
+                if (XXH3_128bits_update(st, zeroes, k) == XXH_ERROR) {
+                        XXH3_freeState(st);
+                        return -EIO;
+                }
+                len -= k;
+        }
+        XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
+        XXH3_freeState(st);
+        memcpy(out, canon.digest, NBD_HWAMEID_HASH_SIZE);
+        return 0;
+}
+
+/* NBD_OPT_HWAMEID_DELTA (nbd-protocol.h, "The delta extension"). A refused one leaves an earlier
+ * setting as it was. */
+static int handle_delta(NbdConn *c, uint32_t option, const uint8_t *data, uint32_t len) {
+        struct nbd_hwameid_delta_option o;
+        uint8_t zero_digest[NBD_HWAMEID_HASH_SIZE];
+        uint32_t algorithm, block_size;
+
+        if (!c->structured)
+                return opt_error(c, option, NBD_REP_ERR_INVALID, "structured replies not negotiated");
+        if (len != sizeof(o))
+                return opt_error(c, option, NBD_REP_ERR_INVALID, "the delta option carries 8 bytes");
+        memcpy(&o, data, sizeof(o));
+        algorithm = be32toh(o.algorithm);
+        block_size = be32toh(o.block_size);
+        if (algorithm != NBD_HWAMEID_DELTA_XXH3_128)
+                return opt_error(c, option, NBD_REP_ERR_INVALID, "unknown hash algorithm");
+        if (block_size < NBD_HWAMEID_DELTA_BLOCK_MIN || block_size > NBD_HWAMEID_DELTA_BLOCK_MAX ||
+            (block_size & (block_size - 1)) != 0)
+                return opt_error(c, option, NBD_REP_ERR_INVALID,
+                                 "the block size must be a power of two from 4 KiB to 4 MiB");
+        if (digest_zeroes(block_size, zero_digest) < 0)
+                return opt_error(c, option, NBD_REP_ERR_PLATFORM, "out of memory");
+
+        c->delta_block_size = block_size;
+        memcpy(c->delta_zero_digest, zero_digest, sizeof(zero_digest));
+        log_debug("nbd: client %s: delta extension on, XXH3-128 over %" PRIu32 "-byte blocks", c->peer,
+                  block_size);
+        return opt_ack(c, option);
 }
 
 /* 1: enter transmission; 0: ended by ABORT or end of stream; <0: dropped. */
@@ -870,6 +1180,9 @@ static int conn_handshake(NbdConn *c) {
                 case NBD_OPT_SET_META_CONTEXT:
                         r = handle_meta_context(c, option, data, len);
                         break;
+                case NBD_OPT_HWAMEID_DELTA:
+                        r = handle_delta(c, option, data, len);
+                        break;
                 default:
                         r = opt_error(c, option, NBD_REP_ERR_UNSUP, "option not supported");
                 }
@@ -882,7 +1195,7 @@ static int conn_handshake(NbdConn *c) {
         }
 }
 
-/* ---- Transmission ---- */
+/* ---- Transmission: replies ---- */
 
 static int reply_simple(NbdConn *c, uint64_t cookie, int error, const void *data, size_t len) {
         struct nbd_simple_reply h = {
@@ -892,7 +1205,7 @@ static int reply_simple(NbdConn *c, uint64_t cookie, int error, const void *data
         };
         struct iovec iov[2] = { { &h, sizeof(h) }, { (void *) data, error == 0 ? len : 0 } };
 
-        return conn_writev(c, iov, 2);
+        return reply_writev(c, iov, 2);
 }
 
 static int reply_chunk(NbdConn *c, uint64_t cookie, uint16_t type, const void *d1, size_t l1, const void *d2,
@@ -906,12 +1219,13 @@ static int reply_chunk(NbdConn *c, uint64_t cookie, uint16_t type, const void *d
         };
         struct iovec iov[3] = { { &h, sizeof(h) }, { (void *) d1, l1 }, { (void *) d2, l2 } };
 
-        return conn_writev(c, iov, 3);
+        return reply_writev(c, iov, 3);
 }
 
-/* Errors of READ and BLOCK_STATUS are structured once structured replies are on. */
+/* Errors of READ, BLOCK_STATUS and HASH are structured once structured replies are on. */
 static int reply_error(NbdConn *c, uint64_t cookie, uint16_t type, int error) {
-        if (c->structured && (type == NBD_CMD_READ || type == NBD_CMD_BLOCK_STATUS)) {
+        if (c->structured && (type == NBD_CMD_READ || type == NBD_CMD_BLOCK_STATUS ||
+                              (type == NBD_CMD_HWAMEID_HASH && c->delta_block_size > 0))) {
                 struct nbd_structured_reply_error e = {
                         .error = htobe32(nbd_errno_to_wire(error)),
                         .len = 0,
@@ -919,6 +1233,23 @@ static int reply_error(NbdConn *c, uint64_t cookie, uint16_t type, int error) {
                 return reply_chunk(c, cookie, NBD_REPLY_TYPE_ERROR, &e, sizeof(e), NULL, 0);
         }
         return reply_simple(c, cookie, error, NULL, 0);
+}
+
+/* ---- Transmission: validation ---- */
+
+/* NBD_CMD_HWAMEID_HASH against the contract in nbd-protocol.h. */
+static int hash_validate(const NbdConn *c, uint16_t flags, uint64_t offset, uint32_t count) {
+        uint32_t bs = c->delta_block_size;
+
+        if (bs == 0)
+                return -EINVAL; /* not negotiated: an unknown command */
+        if (flags != 0 || count == 0 || count > NBD_HWAMEID_HASH_MAX_COUNT || offset % bs != 0)
+                return -EINVAL;
+        if (offset > c->size || count > c->size - offset)
+                return -EOVERFLOW;
+        if (count % bs != 0 && offset + count != c->size)
+                return -EINVAL;
+        return 0;
 }
 
 /* Checks a request against the negotiated features and the export; 0 or a negative errno to reply. */
@@ -935,6 +1266,8 @@ static int request_validate(const NbdConn *c, uint16_t type, uint16_t flags, uin
         };
         bool writes = type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_TRIM;
 
+        if (type == NBD_CMD_HWAMEID_HASH)
+                return hash_validate(c, flags, offset, count);
         if (type >= ELEMENTSOF(allowed) || type == NBD_CMD_CACHE)
                 return -EINVAL; /* unknown, or not advertised */
         if (flags & ~allowed[type])
@@ -965,86 +1298,115 @@ static int request_validate(const NbdConn *c, uint16_t type, uint16_t flags, uin
         return 0;
 }
 
+static size_t block_status_max_extents(const NbdRequest *req) {
+        if (req->flags & NBD_CMD_FLAG_REQ_ONE)
+                return 1;
+        return MIN((size_t) req->count, (size_t) NBD_SERVER_MAX_EXTENTS); /* extents are >= 1 byte */
+}
+
+/* HASH: the digests first (rounded up so that the data that follows stays aligned), then room to
+ * read up to HASH_CHUNK_MAX bytes of whole blocks at once. */
+static size_t hash_digest_room(const NbdConn *c, uint32_t count) {
+        size_t n = (size_t) DIV_ROUND_UP((uint64_t) count, c->delta_block_size);
+
+        return ROUND_UP(n * NBD_HWAMEID_HASH_SIZE, (size_t) IO_BUFFER_ALIGN);
+}
+
+static size_t hash_chunk_size(const NbdConn *c, uint32_t count) {
+        return (size_t) MIN(ROUND_UP((uint64_t) count, c->delta_block_size), (uint64_t) HASH_CHUNK_MAX);
+}
+
+/* Bytes of pool buffer a valid request needs; 0 for none. */
+static size_t request_buffer_size(const NbdConn *c, const NbdRequest *req) {
+        switch (req->type) {
+        case NBD_CMD_READ:
+        case NBD_CMD_WRITE:
+                return req->count;
+        case NBD_CMD_BLOCK_STATUS:
+                return block_status_max_extents(req) * sizeof(struct nbd_block_descriptor);
+        case NBD_CMD_HWAMEID_HASH:
+                return hash_digest_room(c, req->count) + hash_chunk_size(c, req->count);
+        default:
+                return 0;
+        }
+}
+
+/* ---- Transmission: commands (on a worker, or on the reader without workers) ---- */
+
 static bool unaligned(const NbdExport *e, uint64_t offset, uint64_t len) {
         size_t a = blockdev_alignment(e->dev);
 
         return e->unaligned_needs_lock && ((offset | len) & (a - 1)) != 0;
 }
 
-static int do_write(NbdConn *c, uint16_t flags, uint64_t offset, uint32_t count) {
+static int do_write(NbdConn *c, const NbdRequest *req) {
         NbdExport *e = c->export;
         int r;
 
-        if (count == 0)
+        if (req->count == 0)
                 return 0;
-        if (unaligned(e, offset, count)) {
+        if (unaligned(e, req->offset, req->count)) {
                 pthread_mutex_lock(&e->rmw_lock);
-                r = blockdev_pwrite(e->dev, c->buf, count, offset);
+                r = blockdev_pwrite(e->dev, req->buf->data, req->count, req->offset);
                 pthread_mutex_unlock(&e->rmw_lock);
         } else
-                r = blockdev_pwrite(e->dev, c->buf, count, offset);
-        if (r >= 0 && (flags & NBD_CMD_FLAG_FUA))
+                r = blockdev_pwrite(e->dev, req->buf->data, req->count, req->offset);
+        if (r >= 0 && (req->flags & NBD_CMD_FLAG_FUA))
                 r = blockdev_flush(e->dev);
         return r;
 }
 
-static int do_zero(NbdConn *c, uint16_t type, uint16_t flags, uint64_t offset, uint32_t count) {
+static int do_zero(NbdConn *c, const NbdRequest *req) {
         NbdExport *e = c->export;
         bool lock;
         int r;
 
-        if (type == NBD_CMD_WRITE_ZEROES && (flags & NBD_CMD_FLAG_FAST_ZERO) && !e->fast_zero)
+        if (req->type == NBD_CMD_WRITE_ZEROES && (req->flags & NBD_CMD_FLAG_FAST_ZERO) && !e->fast_zero)
                 return -ENOTSUP;
-        if (count == 0)
+        if (req->count == 0)
                 return 0;
-        lock = unaligned(e, offset, count);
+        lock = unaligned(e, req->offset, req->count);
         if (lock)
                 pthread_mutex_lock(&e->rmw_lock);
-        if (type == NBD_CMD_WRITE_ZEROES && (flags & NBD_CMD_FLAG_NO_HOLE))
-                r = blockdev_write_zeroes(e->dev, offset, count);
+        if (req->type == NBD_CMD_WRITE_ZEROES && (req->flags & NBD_CMD_FLAG_NO_HOLE))
+                r = blockdev_write_zeroes(e->dev, req->offset, req->count);
         else
-                r = blockdev_discard(e->dev, offset, count);
+                r = blockdev_discard(e->dev, req->offset, req->count);
         if (lock)
                 pthread_mutex_unlock(&e->rmw_lock);
-        if (r >= 0 && (flags & NBD_CMD_FLAG_FUA))
+        if (r >= 0 && (req->flags & NBD_CMD_FLAG_FUA))
                 r = blockdev_flush(e->dev);
         return r;
 }
 
-static int do_read(NbdConn *c, uint64_t cookie, uint64_t offset, uint32_t count) {
+static int do_read(NbdConn *c, const NbdRequest *req) {
         int r;
 
-        if (count == 0) {
+        if (req->count == 0) {
                 if (c->structured)
-                        return reply_chunk(c, cookie, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
-                return reply_simple(c, cookie, 0, NULL, 0);
+                        return reply_chunk(c, req->cookie, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
+                return reply_simple(c, req->cookie, 0, NULL, 0);
         }
-        r = conn_ensure_buf(c, count);
-        if (r >= 0)
-                r = blockdev_pread(c->export->dev, c->buf, count, offset);
+        r = blockdev_pread(c->export->dev, req->buf->data, req->count, req->offset);
         if (r < 0)
-                return reply_error(c, cookie, NBD_CMD_READ, r);
+                return reply_error(c, req->cookie, NBD_CMD_READ, r);
         if (c->structured) {
-                uint64_t off = htobe64(offset);
+                uint64_t off = htobe64(req->offset);
 
-                return reply_chunk(c, cookie, NBD_REPLY_TYPE_OFFSET_DATA, &off, sizeof(off), c->buf, count);
+                return reply_chunk(c, req->cookie, NBD_REPLY_TYPE_OFFSET_DATA, &off, sizeof(off),
+                                   req->buf->data, req->count);
         }
-        return reply_simple(c, cookie, 0, c->buf, count);
+        return reply_simple(c, req->cookie, 0, req->buf->data, req->count);
 }
 
-static int do_block_status(NbdConn *c, uint64_t cookie, uint16_t flags, uint64_t offset, uint32_t count) {
-        uint64_t pos = offset, end = offset + count;
-        size_t n = 0, cap, max = (flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_SERVER_MAX_EXTENTS;
-        struct nbd_block_descriptor *d;
+static int do_block_status(NbdConn *c, const NbdRequest *req) {
+        struct nbd_block_descriptor *d = (struct nbd_block_descriptor *) req->buf->data;
+        uint64_t pos = req->offset, end = req->offset + req->count;
+        size_t n = 0, max = block_status_max_extents(req);
+        uint32_t id = htobe32(META_ID_BASE_ALLOC);
         int r;
 
-        r = conn_ensure_buf(c, 8 * 1024);
-        if (r < 0)
-                return reply_error(c, cookie, NBD_CMD_BLOCK_STATUS, r);
-        cap = c->buf_size / sizeof(*d);
-        d = (struct nbd_block_descriptor *) c->buf;
-
-        while (pos < end && n < max) {
+        while (pos < end) {
                 uint64_t ds, de, e_end;
                 uint32_t st;
 
@@ -1052,7 +1414,7 @@ static int do_block_status(NbdConn *c, uint64_t cookie, uint16_t flags, uint64_t
                 if (r == -ENXIO)
                         ds = de = UINT64_MAX;
                 else if (r < 0)
-                        return reply_error(c, cookie, NBD_CMD_BLOCK_STATUS, r);
+                        return reply_error(c, req->cookie, NBD_CMD_BLOCK_STATUS, r);
                 if (ds > pos) {
                         st = NBD_STATE_HOLE | NBD_STATE_ZERO;
                         e_end = MIN(ds, end);
@@ -1063,19 +1425,8 @@ static int do_block_status(NbdConn *c, uint64_t cookie, uint16_t flags, uint64_t
                 if (n > 0 && be32toh(d[n - 1].status_flags) == st)
                         d[n - 1].length = htobe32(be32toh(d[n - 1].length) + (uint32_t) (e_end - pos));
                 else {
-                        if (n == cap) {
-                                void *p = NULL;
-                                size_t nsize = c->buf_size * 2;
-
-                                if (posix_memalign(&p, IO_BUFFER_ALIGN, nsize) != 0)
-                                        break; /* a shorter reply is allowed */
-                                memcpy(p, c->buf, c->buf_size);
-                                free(c->buf);
-                                c->buf = p;
-                                c->buf_size = nsize;
-                                cap = nsize / sizeof(*d);
-                                d = (struct nbd_block_descriptor *) c->buf;
-                        }
+                        if (n == max)
+                                break; /* a shorter reply is allowed */
                         d[n].length = htobe32((uint32_t) (e_end - pos));
                         d[n].status_flags = htobe32(st);
                         n++;
@@ -1083,92 +1434,422 @@ static int do_block_status(NbdConn *c, uint64_t cookie, uint16_t flags, uint64_t
                 pos = e_end;
         }
 
-        uint32_t id = htobe32(META_ID_BASE_ALLOC);
-        return reply_chunk(c, cookie, NBD_REPLY_TYPE_BLOCK_STATUS, &id, sizeof(id), d, n * sizeof(*d));
+        return reply_chunk(c, req->cookie, NBD_REPLY_TYPE_BLOCK_STATUS, &id, sizeof(id), d, n * sizeof(*d));
 }
 
-/* One request: 0 to go on, 1 after DISC, <0 to drop. */
-static int conn_request(NbdConn *c) {
-        struct nbd_request rq;
-        uint16_t flags, type;
-        uint64_t cookie, offset;
-        uint32_t count;
-        int r, err;
+static void digest_block(const void *p, size_t len, uint8_t *out) {
+        XXH128_canonical_t canon;
 
-        r = conn_read(c, &rq, sizeof(rq));
+        XXH128_canonicalFromHash(&canon, XXH3_128bits(p, len));
+        memcpy(out, canon.digest, NBD_HWAMEID_HASH_SIZE);
+}
+
+/* NBD_CMD_HWAMEID_HASH: one digest per block of [offset, offset + count) (validated), holes
+ * hashed as zeroes without reading them. */
+static int do_hash(NbdConn *c, const NbdRequest *req) {
+        struct nbd_structured_reply_hwameid_hashes h = { .offset = htobe64(req->offset) };
+        BlockDev *dev = c->export->dev;
+        uint64_t bs = c->delta_block_size, pos = req->offset, end = req->offset + req->count;
+        uint64_t ds = 0, de = 0;
+        size_t n_digests = (size_t) DIV_ROUND_UP((uint64_t) req->count, bs), i = 0;
+        size_t chunk = hash_chunk_size(c, req->count);
+        uint8_t *digests = req->buf->data, *data = req->buf->data + hash_digest_room(c, req->count);
+        bool mapped = false;
+        int r;
+
+        while (pos < end) {
+                uint64_t blen = MIN(bs, end - pos), run_end;
+
+                if (!mapped || pos >= de) {
+                        r = blockdev_next_data(dev, pos, &ds, &de);
+                        if (r == -ENXIO)
+                                ds = de = UINT64_MAX;
+                        else if (r < 0)
+                                return reply_error(c, req->cookie, req->type, r);
+                        mapped = true;
+                }
+                if (ds >= pos + blen) {
+                        /* All hole: zeroes, not read. */
+                        if (blen == bs)
+                                memcpy(digests + i * NBD_HWAMEID_HASH_SIZE, c->delta_zero_digest,
+                                       NBD_HWAMEID_HASH_SIZE);
+                        else {
+                                memset(data, 0, (size_t) blen);
+                                digest_block(data, (size_t) blen, digests + i * NBD_HWAMEID_HASH_SIZE);
+                        }
+                        i++;
+                        pos += blen;
+                        continue;
+                }
+
+                /* Data in this block: read it and the following blocks the data range reaches, up
+                 * to a chunk, at once. Blocks start at multiples of bs (the offset is one). */
+                run_end = MIN(end, pos + chunk);
+                if (de < run_end)
+                        run_end = MAX(MIN(run_end, ROUND_UP(de, bs)), pos + blen);
+                r = blockdev_pread(dev, data, (size_t) (run_end - pos), pos);
+                if (r < 0)
+                        return reply_error(c, req->cookie, req->type, r);
+                for (uint64_t p = pos; p < run_end; p += bs, i++)
+                        digest_block(data + (p - pos), (size_t) MIN(bs, run_end - p),
+                                     digests + i * NBD_HWAMEID_HASH_SIZE);
+                pos = run_end;
+        }
+        assert(i == n_digests);
+
+        return reply_chunk(c, req->cookie, NBD_REPLY_TYPE_HWAMEID_HASHES, &h, sizeof(h), digests,
+                           n_digests * NBD_HWAMEID_HASH_SIZE);
+}
+
+/* Serves one request and writes its reply. 0, or < 0 when the connection failed (recorded). */
+static int request_execute(NbdConn *c, const NbdRequest *req) {
+        int r;
+
+        if (req->error < 0)
+                r = reply_error(c, req->cookie, req->type, req->error);
+        else
+                switch (req->type) {
+                case NBD_CMD_READ:
+                        r = do_read(c, req);
+                        break;
+                case NBD_CMD_WRITE:
+                        r = reply_simple(c, req->cookie, do_write(c, req), NULL, 0);
+                        break;
+                case NBD_CMD_FLUSH:
+                        /* Every write answered before this request arrived has reached the device. */
+                        r = reply_simple(c, req->cookie, blockdev_flush(c->export->dev), NULL, 0);
+                        break;
+                case NBD_CMD_TRIM:
+                case NBD_CMD_WRITE_ZEROES:
+                        r = reply_simple(c, req->cookie, do_zero(c, req), NULL, 0);
+                        break;
+                case NBD_CMD_BLOCK_STATUS:
+                        r = do_block_status(c, req);
+                        break;
+                case NBD_CMD_HWAMEID_HASH:
+                        r = do_hash(c, req);
+                        break;
+                default:
+                        r = reply_error(c, req->cookie, req->type, -EINVAL); /* not reached: validated */
+                }
+        if (r == -ECONNABORTED && conn_is_dead(c))
+                return r; /* someone else's write failed first */
+        if (r < 0)
+                return conn_fail(c, r, "reply write failed");
+        return 0;
+}
+
+/* ---- Transmission: the queue and the workers ---- */
+
+/* Under c->lock: the request is answered (or thrown away); its buffer goes back to the pool. */
+static void request_done(NbdConn *c, NbdRequest *req) {
+        pool_put(c, req->buf);
+        free(req);
+        assert(c->n_pending > 0);
+        c->n_pending--;
+        pthread_cond_signal(&c->reader_cond);
+}
+
+/* Under c->lock. */
+static NbdRequest *queue_pop(NbdConn *c) {
+        NbdRequest *req = c->queue_head;
+
+        if (!req)
+                return NULL;
+        c->queue_head = req->next;
+        if (!c->queue_head)
+                c->queue_tail = NULL;
+        c->n_queued--;
+        req->next = NULL;
+        return req;
+}
+
+static void *worker_thread(void *arg) {
+        NbdConn *c = arg;
+
+        pthread_mutex_lock(&c->lock);
+        for (;;) {
+                NbdRequest *req;
+                bool dead;
+
+                while (!c->queue_head && !c->closing) {
+                        c->n_idle++;
+                        pthread_cond_wait(&c->work_cond, &c->lock);
+                        c->n_idle--;
+                }
+                req = queue_pop(c);
+                if (!req)
+                        break; /* closing, and nothing left */
+                dead = c->dead;
+                pthread_mutex_unlock(&c->lock);
+
+                if (!dead)
+                        (void) request_execute(c, req);
+
+                pthread_mutex_lock(&c->lock);
+                request_done(c, req);
+        }
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+}
+
+/* Serves what is queued on the reader's own thread (no worker could be started). */
+static int conn_serve_queue_inline(NbdConn *c) {
+        int r = 0;
+
+        for (;;) {
+                NbdRequest *req;
+                bool dead;
+
+                pthread_mutex_lock(&c->lock);
+                req = queue_pop(c);
+                dead = c->dead;
+                pthread_mutex_unlock(&c->lock);
+                if (!req)
+                        return r;
+                if (!dead && r >= 0)
+                        r = request_execute(c, req);
+                pthread_mutex_lock(&c->lock);
+                request_done(c, req);
+                pthread_mutex_unlock(&c->lock);
+        }
+}
+
+/* Hands a request to the workers, starting one more when every started one is busy. */
+static int conn_enqueue(NbdConn *c, NbdRequest *req) {
+        bool spawn = false, none;
+        unsigned idx = 0;
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        if (c->queue_tail)
+                c->queue_tail->next = req;
+        else
+                c->queue_head = req;
+        c->queue_tail = req;
+        c->n_queued++;
+        c->n_pending++;
+        if (c->n_queued > c->n_idle && c->n_workers < c->max_workers) {
+                spawn = true;
+                idx = c->n_workers++;
+        }
+        pthread_cond_signal(&c->work_cond);
+        pthread_mutex_unlock(&c->lock);
+
+        if (!spawn)
+                return 0;
+        r = -pthread_create(&c->workers[idx], NULL, worker_thread, c);
+        if (r >= 0)
+                return 0;
+
+        log_debug_errno(r, "nbd: client %s: cannot start a worker thread, ignoring: %m", c->peer);
+        pthread_mutex_lock(&c->lock);
+        c->n_workers--; /* only this thread starts workers: idx was the last slot */
+        none = c->n_workers == 0;
+        pthread_mutex_unlock(&c->lock);
+        return none ? conn_serve_queue_inline(c) : 0;
+}
+
+/* Lets the workers finish what is queued (serving it unless the connection is dead), then joins
+ * them. Afterwards no other thread touches the connection or the export. */
+static void conn_stop_workers(NbdConn *c) {
+        unsigned n;
+
+        pthread_mutex_lock(&c->lock);
+        c->closing = true;
+        pthread_cond_broadcast(&c->work_cond);
+        n = c->n_workers;
+        pthread_mutex_unlock(&c->lock);
+
+        for (unsigned i = 0; i < n; i++)
+                (void) pthread_join(c->workers[i], NULL);
+
+        pthread_mutex_lock(&c->lock);
+        c->n_workers = 0;
+        assert(!c->queue_head && c->n_pending == 0);
+        pool_trim(c);
+        pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- Transmission: the reader ---- */
+
+/* Waits for room for one more request in the server. */
+static int conn_wait_slot(NbdConn *c) {
+        int r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        while (!c->dead && c->n_pending >= NBD_SERVER_CONN_REQUESTS_MAX)
+                pthread_cond_wait(&c->reader_cond, &c->lock);
+        if (c->dead)
+                r = -ECONNABORTED;
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+/* A pool buffer of size bytes, waiting while the connection's buffers are all in use. */
+static int conn_get_buffer(NbdConn *c, size_t size, NbdBuffer **ret) {
+        int r;
+
+        pthread_mutex_lock(&c->lock);
+        for (;;) {
+                if (c->dead) {
+                        r = -ECONNABORTED;
+                        break;
+                }
+                r = pool_get(c, size, ret);
+                if (r != -EAGAIN)
+                        break;
+                if (c->n_pending == 0) {
+                        r = -ENOMEM; /* not reached: with nothing in flight every buffer is free */
+                        break;
+                }
+                pthread_cond_wait(&c->reader_cond, &c->lock);
+        }
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+/*
+ * Before a request header: a connection that holds free buffers and has no input waiting reads
+ * with a timeout, and after NBD_SERVER_IDLE_TRIM_USEC without a byte gives its buffers back.
+ * -ENODATA at end of stream.
+ */
+static int conn_idle_wait(NbdConn *c) {
+        bool cached;
+        ssize_t n;
+
+        if (c->rpos < c->rlen)
+                return 0;
+        pthread_mutex_lock(&c->lock);
+        cached = pool_has_free(c);
+        pthread_mutex_unlock(&c->lock);
+        if (!cached)
+                return 0;
+
+        c->rpos = c->rlen = 0;
+        n = c->t->ops->read(c->t, c->rbuf, READ_BUFFER_SIZE, NBD_SERVER_IDLE_TRIM_USEC);
+        if (n == -ETIMEDOUT) {
+                pthread_mutex_lock(&c->lock);
+                pool_trim(c);
+                pthread_mutex_unlock(&c->lock);
+                return 0;
+        }
+        if (n < 0)
+                return (int) n;
+        if (n == 0)
+                return -ENODATA;
+        c->rlen = (size_t) n;
+        return 0;
+}
+
+static void request_free(NbdConn *c, NbdRequest *req) {
+        if (!req)
+                return;
+        pthread_mutex_lock(&c->lock);
+        pool_put(c, req->buf);
+        pthread_mutex_unlock(&c->lock);
+        free(req);
+}
+
+/* The next request, its payload read: 0 and *ret; 1 on NBD_CMD_DISC; < 0 to drop. */
+static int conn_read_request(NbdConn *c, NbdRequest **ret) {
+        struct nbd_request rq;
+        NbdRequest *req;
+        int r;
+
+        r = conn_idle_wait(c);
+        if (r >= 0)
+                r = conn_read(c, &rq, sizeof(rq));
         if (r == -ENODATA)
                 return conn_drop(c, 0, "end of stream without NBD_CMD_DISC");
         if (r < 0)
                 return conn_drop(c, r, "request header read failed");
         if (be32toh(rq.magic) != NBD_REQUEST_MAGIC)
                 return conn_drop(c, -EPROTO, "bad request magic");
-        flags = be16toh(rq.flags);
-        type = be16toh(rq.type);
-        cookie = be64toh(rq.cookie);
-        offset = be64toh(rq.offset);
-        count = be32toh(rq.count);
 
-        if (type == NBD_CMD_WRITE) {
-                /* The payload must be consumed before anything else happens on the stream. */
-                if (count > NBD_MAX_PAYLOAD) {
-                        (void) reply_simple(c, cookie, -EINVAL, NULL, 0);
-                        return conn_drop(c, -EMSGSIZE, "write payload over the maximum");
-                }
-                r = conn_ensure_buf(c, count);
-                if (r < 0) {
-                        (void) reply_simple(c, cookie, -ENOMEM, NULL, 0);
-                        return conn_drop(c, r, "no memory for the write payload");
-                }
-                r = conn_read(c, c->buf, count);
-                if (r < 0)
-                        return conn_drop(c, r == -ENODATA ? -ECONNRESET : r, "write payload read failed");
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return conn_drop(c, -ENOMEM, "out of memory for a request");
+        req->flags = be16toh(rq.flags);
+        req->type = be16toh(rq.type);
+        req->cookie = be64toh(rq.cookie);
+        req->offset = be64toh(rq.offset);
+        req->count = be32toh(rq.count);
+
+        if (req->type == NBD_CMD_DISC) {
+                free(req);
+                return 1;
+        }
+        if (req->type == NBD_CMD_WRITE && req->count > NBD_MAX_PAYLOAD) {
+                /* Too much to read and throw away: answer, then drop. */
+                (void) reply_simple(c, req->cookie, -EINVAL, NULL, 0);
+                free(req);
+                return conn_drop(c, -EMSGSIZE, "write payload over the maximum");
         }
 
-        if (type == NBD_CMD_DISC)
-                return 1;
-
-        err = request_validate(c, type, flags, offset, count);
-        if (err < 0) {
+        req->error = request_validate(c, req->type, req->flags, req->offset, req->count);
+        if (req->error < 0)
                 log_debug("nbd: client %s: request type %u flags 0x%x offset %" PRIu64 " length %" PRIu32
                           " rejected: %s",
-                          c->peer, type, flags, offset, count, strerror(-err));
-                r = reply_error(c, cookie, type, err);
-                goto finish;
+                          c->peer, req->type, req->flags, req->offset, req->count, strerror(-req->error));
+        else {
+                size_t need = request_buffer_size(c, req);
+
+                if (need > 0) {
+                        r = conn_get_buffer(c, need, &req->buf);
+                        if (r == -ENOMEM) {
+                                log_debug("nbd: client %s: no memory for a request of %zu bytes", c->peer,
+                                          need);
+                                req->error = -ENOMEM;
+                        } else if (r < 0) {
+                                free(req);
+                                return conn_drop(c, r, "connection ended while waiting for buffers");
+                        }
+                }
         }
 
-        switch (type) {
-        case NBD_CMD_READ:
-                r = do_read(c, cookie, offset, count);
-                break;
-        case NBD_CMD_WRITE:
-                r = reply_simple(c, cookie, do_write(c, flags, offset, count), NULL, 0);
-                break;
-        case NBD_CMD_FLUSH:
-                r = reply_simple(c, cookie, blockdev_flush(c->export->dev), NULL, 0);
-                break;
-        case NBD_CMD_TRIM:
-        case NBD_CMD_WRITE_ZEROES:
-                r = reply_simple(c, cookie, do_zero(c, type, flags, offset, count), NULL, 0);
-                break;
-        case NBD_CMD_BLOCK_STATUS:
-                r = do_block_status(c, cookie, flags, offset, count);
-                break;
-        default:
-                r = reply_error(c, cookie, type, -EINVAL); /* not reached: validated above */
+        /* The payload must be consumed before anything else happens on the stream. */
+        if (req->type == NBD_CMD_WRITE) {
+                r = req->buf ? conn_read(c, req->buf->data, req->count) : conn_skip(c, req->count);
+                if (r < 0) {
+                        request_free(c, req);
+                        return conn_drop(c, r == -ENODATA ? -ECONNRESET : r, "write payload read failed");
+                }
         }
-finish:
-        return r < 0 ? conn_drop(c, r, "reply write failed") : 0;
+
+        *ret = req;
+        return 0;
 }
 
-static int conn_transmission(NbdConn *c) {
+static void conn_transmission(NbdConn *c) {
         for (;;) {
-                int r = conn_request(c);
+                NbdRequest *req = NULL;
+                int r;
 
+                r = conn_wait_slot(c);
                 if (r < 0)
-                        return r;
-                if (r > 0)
-                        return conn_drop(c, 0, "NBD_CMD_DISC");
+                        break; /* dead: why is recorded */
+                r = conn_read_request(c, &req);
+                if (r > 0) {
+                        (void) conn_drop(c, 0, "NBD_CMD_DISC");
+                        break;
+                }
+                if (r < 0)
+                        break;
+
+                if (c->max_workers > 0) {
+                        r = conn_enqueue(c, req);
+                        if (r < 0)
+                                break;
+                        continue;
+                }
+                r = request_execute(c, req);
+                request_free(c, req);
+                if (r < 0)
+                        break;
         }
+        /* After NBD_CMD_DISC (or a broken request) what was received is still served and answered. */
+        conn_stop_workers(c);
 }
 
 /* ---- Connection lifecycle ---- */
@@ -1177,9 +1858,14 @@ static NbdConn *conn_free(NbdConn *c) {
         if (!c)
                 return NULL;
         nbd_transport_free(c->t);
+        pool_trim(c);
         free(c->meta_export);
         free(c->rbuf);
-        free(c->buf);
+        free(c->workers);
+        pthread_mutex_destroy(&c->write_lock);
+        pthread_cond_destroy(&c->reader_cond);
+        pthread_cond_destroy(&c->work_cond);
+        pthread_mutex_destroy(&c->lock);
         return mfree(c);
 }
 
@@ -1190,20 +1876,34 @@ static int conn_new(NbdServer *s, NbdTransport *t, const char *peer, NbdConn **r
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_cond_init(&c->work_cond, NULL);
+        pthread_cond_init(&c->reader_cond, NULL);
+        pthread_mutex_init(&c->write_lock, NULL);
+        c->server = s;
+        snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
         c->rbuf = malloc(READ_BUFFER_SIZE);
         if (!c->rbuf) {
-                free(c);
+                conn_free(c);
                 return -ENOMEM;
         }
-        c->server = s;
+
+        pthread_mutex_lock(&s->lock);
         c->write_timeout = s->write_timeout;
-        snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
+        c->max_workers = s->workers;
+        pthread_mutex_unlock(&s->lock);
+        if (c->max_workers > 0) {
+                c->workers = calloc(c->max_workers, sizeof(pthread_t));
+                if (!c->workers) {
+                        conn_free(c);
+                        return -ENOMEM;
+                }
+        }
 
         pthread_mutex_lock(&s->lock);
         if (s->n_conns >= s->max_conns) {
                 pthread_mutex_unlock(&s->lock);
-                free(c->rbuf);
-                free(c);
+                conn_free(c);
                 return -EBUSY;
         }
         c->t = t;
@@ -1236,14 +1936,17 @@ static void conn_finish(NbdConn *c) {
         conn_free(c);
 }
 
+/* 0 after a clean end, else the error that ended the connection. */
 static int conn_run(NbdConn *c) {
         int r;
 
         r = conn_handshake(c);
         if (r > 0)
-                r = conn_transmission(c);
+                conn_transmission(c);
+        /* Only this thread is left. */
+        r = c->drop_error;
         conn_finish(c);
-        return r < 0 ? r : 0;
+        return r;
 }
 
 int nbd_server_serve(NbdServer *s, NbdTransport *t, const char *peer) {

@@ -3,16 +3,29 @@
 
 /*
  * The NBD server of the block stream: the target node exports a replica and the source node pushes
- * its data into it (fixed newstyle only; simple and structured replies; base:allocation).
+ * its data into it (fixed newstyle only; simple and structured replies; base:allocation; the
+ * hwameid delta extension, NBD_OPT_HWAMEID_DELTA and NBD_CMD_HWAMEID_HASH, see nbd-protocol.h).
  *
  * Threads: nbd_server_start() runs an acceptor thread; each accepted connection gets its own
- * thread that negotiates and then serves the client's requests in order (pipelined requests are
- * read as they come, replies written as each completes). Everything on the wire goes through an
- * NbdTransport, so TLS can wrap the plain socket without the protocol code knowing.
+ * thread that negotiates and then reads the client's requests (WRITE payloads included) and hands
+ * them to the connection's workers (up to NBD_SERVER_WORKERS_DEFAULT threads, started as the load
+ * needs them), which do the I/O on the shared BlockDev and write the replies, one at a time under
+ * the connection's write lock, in the order they complete (the specification allows any order; a
+ * reply or structured chunk is never interleaved with another). With 0 workers the connection's
+ * thread serves each request itself, in order (deterministic: fuzzers). Everything on the wire
+ * goes through an NbdTransport, so TLS can wrap the plain socket without the protocol code
+ * knowing.
+ *
+ * Ordering: FLUSH is answered once every write answered before the FLUSH arrived is durable;
+ * NBD_CMD_DISC lets every request received before it finish and be answered, then closes.
  *
  * Limits: a client must finish the handshake within the handshake timeout (10 s by default);
  * idle connections in transmission are kept; a reply the client does not read for the write
- * timeout (60 s) drops it; more than the connection limit (128) are closed at once.
+ * timeout (60 s) drops it; more than the connection limit (128) are closed at once. Per
+ * connection, request payloads and reply buffers hold at most NBD_SERVER_CONN_BUFFER_MAX bytes
+ * and at most NBD_SERVER_CONN_REQUESTS_MAX requests are in the server: beyond either the
+ * connection stops reading requests until some are answered. Buffers are reused, and given back
+ * after NBD_SERVER_IDLE_TRIM_USEC without a request.
  *
  * Library code: logs at debug level only. Why a client was dropped is reported to the optional
  * event callback as well.
@@ -46,6 +59,11 @@ typedef struct NbdServer NbdServer;
 #define NBD_SERVER_WRITE_TIMEOUT_USEC      (60ULL * 1000000ULL)
 #define NBD_SERVER_MAX_EXTENTS             (64U * 1024U) /* per BLOCK_STATUS reply */
 #define NBD_SERVER_PREFERRED_BLOCK_SIZE    4096U
+#define NBD_SERVER_WORKERS_DEFAULT         4U
+#define NBD_SERVER_WORKERS_MAX             64U
+#define NBD_SERVER_CONN_BUFFER_MAX         (64U << 20) /* bytes of payloads and reply buffers */
+#define NBD_SERVER_CONN_REQUESTS_MAX       256U        /* received and not yet answered */
+#define NBD_SERVER_IDLE_TRIM_USEC          (2ULL * 1000000ULL)
 
 /* What ended a connection (for the event callback); error is a negative errno or 0. */
 typedef void (*NbdServerDisconnectCallback)(void *userdata, const char *peer, const char *export_name,
@@ -64,6 +82,21 @@ void nbd_server_set_write_timeout(NbdServer *s, uint64_t usec);
 /* require: every option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD until TLS is up. */
 void nbd_server_set_tls(NbdServer *s, NbdServerStartTls starttls, void *userdata, bool require);
 void nbd_server_set_disconnect_callback(NbdServer *s, NbdServerDisconnectCallback cb, void *userdata);
+/* Worker threads per connection (at most NBD_SERVER_WORKERS_MAX); 0 serves requests one at a time
+ * on the connection's own thread. */
+void nbd_server_set_workers(NbdServer *s, unsigned n);
+
+/*
+ * Export policy: may the client open export_name? tls_identity is the PSK identity of the
+ * connection once NBD_OPT_STARTTLS succeeded (nbd_tls_transport_identity()), NULL on a plain
+ * connection. Returns 0 to allow, a negative errno to deny: NBD_OPT_INFO, NBD_OPT_GO and
+ * NBD_OPT_(LIST_|SET_)META_CONTEXT then get NBD_REP_ERR_POLICY, NBD_OPT_EXPORT_NAME closes the
+ * connection, and NBD_OPT_LIST leaves the export out. Asked before the export is looked up, so a
+ * denied client cannot tell which names exist. Called on connection threads, possibly
+ * concurrently, without server locks held; it must not remove exports or free the server.
+ */
+typedef int (*NbdServerExportPolicy)(void *userdata, const char *tls_identity, const char *export_name);
+void nbd_server_set_export_policy(NbdServer *s, NbdServerExportPolicy policy, void *userdata);
 
 /*
  * Exports. dev is borrowed until nbd_server_remove_export() returns; all connections share it

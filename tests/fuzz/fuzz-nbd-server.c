@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The NBD server's connection handler (handshake and transmission) on arbitrary client bytes,
- * through an in-memory transport, against two exports of a small memfd-backed file: "" (read-write)
- * and "ro" (read-only). STARTTLS is answered by a pass-through "TLS" hook, so the reset of the
- * negotiated state is exercised too.
+ * through an in-memory transport, against three exports of a small memfd-backed file: "" (read-write),
+ * "ro" (read-only) and "denied" (refused by the export policy, so NBD_REP_ERR_POLICY and the
+ * filtered NBD_OPT_LIST run too). STARTTLS is answered by a pass-through "TLS" hook, so the reset
+ * of the negotiated state is exercised too. The delta extension (NBD_OPT_HWAMEID_DELTA,
+ * NBD_CMD_HWAMEID_HASH) is on the same path. The server runs without worker threads: requests are
+ * served in order on the calling thread, so every input replays the same way.
  *
  * Input: a 2-byte header, then the client's byte stream.
  *   h[0]  the transport hands out at most 1 + h[0] * 61 bytes per read (short reads everywhere)
@@ -14,6 +17,7 @@
  */
 
 #include <endian.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +129,10 @@ static int pass_starttls(void *userdata, NbdTransport *plain, NbdTransport **ret
 static NbdServer *server;
 static BlockDev *dev;
 
+static int deny_policy(void *userdata, const char *tls_identity, const char *export_name) {
+        return strcmp(export_name, "denied") == 0 ? -EACCES : 0;
+}
+
 static void setup(void) {
         char path[64];
         int fd;
@@ -142,9 +150,12 @@ static void setup(void) {
         if (nbd_server_new(&server) < 0)
                 abort();
         nbd_server_set_handshake_timeout(server, 0);
+        nbd_server_set_workers(server, 0);
         nbd_server_set_tls(server, pass_starttls, NULL, false);
+        nbd_server_set_export_policy(server, deny_policy, NULL);
         if (nbd_server_add_export(server, "", dev, false, "fuzz export") < 0 ||
-            nbd_server_add_export(server, "ro", dev, true, NULL) < 0)
+            nbd_server_add_export(server, "ro", dev, true, NULL) < 0 ||
+            nbd_server_add_export(server, "denied", dev, false, NULL) < 0)
                 abort();
 }
 

@@ -5,6 +5,14 @@ Interop: nbdinfo, nbdcopy (single and multi-conn), qemu-img and qemu-io from lib
 Hostile clients speak raw NBD over Python sockets: wrong magic, missing flags, unknown options and
 commands, out-of-range and oversized requests, clients that stop mid-message or never finish the
 handshake, and many idle connections (fd count and RSS of the server must stay flat).
+
+Concurrency: many requests in flight on one connection are all answered (in any order), before the
+server closes after NBD_CMD_DISC, and a client pushing far more than the per-connection buffer
+limit without reading replies does not make the server hold more than that.
+
+The delta extension (NBD_OPT_HWAMEID_DELTA, NBD_CMD_HWAMEID_HASH; daemon/stream/nbd-protocol.h)
+spoken by hand: option negotiation, every rejected request, and digests checked against XXH3-128
+computed here, on sparse files with holes and a partial last block.
 """
 
 import os
@@ -16,10 +24,12 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from conftest import BUILDDIR
 
@@ -40,7 +50,15 @@ REP_ERR_UNSUP = (1 << 31) | 1
 REP_ERR_INVALID = (1 << 31) | 3
 REP_ERR_UNKNOWN = (1 << 31) | 6
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE, CMD_ZEROES, CMD_BLOCK_STATUS = range(8)
-EPERM, EINVAL, ENOSPC, ENOTSUP = 1, 22, 28, 95
+EPERM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP = 1, 22, 28, 75, 95
+REPLY_FLAG_DONE = 1
+REPLY_TYPE_ERROR = (1 << 15) | 1
+# The delta extension (nbd-protocol.h)
+OPT_HWAMEID_DELTA = 0x48574D44
+CMD_HWAMEID_HASH = 0x4857
+REPLY_TYPE_HWAMEID_HASHES = 0x4848
+DELTA_XXH3_128 = 1
+HASH_MAX_COUNT = 128 * MIB
 
 
 
@@ -236,6 +254,19 @@ class RawClient:
         assert magic == SIMPLE_MAGIC, hex(magic)
         data = self.recv_exact(data_len) if error == 0 and data_len else b""
         return error, cookie, data
+
+    def reply(self):
+        """A simple reply without data, or one structured chunk: (error, cookie, flags, type, payload);
+        error is that of a simple reply or an error chunk, else 0."""
+        magic = struct.unpack(">I", self.recv_exact(4))[0]
+        if magic == SIMPLE_MAGIC:
+            error, cookie = struct.unpack(">IQ", self.recv_exact(12))
+            return error, cookie, REPLY_FLAG_DONE, None, b""
+        assert magic == STRUCTURED_MAGIC, hex(magic)
+        flags, rtype, cookie, length = struct.unpack(">HHQI", self.recv_exact(16))
+        payload = self.recv_exact(length)
+        error = struct.unpack(">I", payload[:4])[0] if rtype & (1 << 15) else 0
+        return error, cookie, flags, rtype, payload
 
 
 def connect_go(port, name=b"exp"):
@@ -634,6 +665,293 @@ def test_200_idle_connections_leave_fd_count_and_rss_flat(server):
     rss = rss_kib(server.pid)
     print(f"server RSS: baseline {base_rss} KiB, after 200 connections {rss} KiB")
     assert rss < base_rss + 64 * 1024
+
+
+# ---- Many requests in flight on one connection ----
+
+def request_header(cmd, offset=0, length=0, flags=0, cookie=0):
+    return struct.pack(">IHHQQI", REQUEST_MAGIC, flags, cmd, cookie, offset, length)
+
+
+def vm_hwm_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_pipelined_requests_are_all_answered_before_the_close_after_disc(workdir, server_factory):
+    dst = workdir / "dst.img"
+    with open(dst, "wb") as f:
+        f.truncate(64 * MIB)
+    s = server_factory(dst)
+    c, _, _ = connect_go(s.port, b"")
+    rng = random.Random(7)
+    blocks = [rng.randbytes(MIB) for _ in range(64)]
+    # Everything at once, DISC last, replies read only while it goes out: every request received
+    # before DISC must be served and answered, and only then the connection closes.
+    stream = b"".join(request_header(CMD_WRITE, i * MIB, MIB, cookie=i) + blocks[i] for i in range(64))
+    stream += b"".join(request_header(CMD_READ, i * 4096, 4096, cookie=100 + i) for i in range(8))
+    stream += request_header(CMD_FLUSH, cookie=1000) + request_header(CMD_DISC, cookie=1001)
+    sender = threading.Thread(target=c.sock.sendall, args=(stream,))
+    sender.start()
+    cookies = []
+    for _ in range(64 + 8 + 1):
+        err, cookie, _ = c.simple_reply()
+        assert err == 0, (err, cookie)
+        cookies.append(cookie)
+        if 100 <= cookie < 108:
+            c.recv_exact(4096)   # reads may see the writes or not: they were in flight together
+    sender.join()
+    assert sorted(cookies) == list(range(64)) + list(range(100, 108)) + [1000]
+    assert c.closed_by_server()
+    c.close()
+    data = dst.read_bytes()
+    for i in range(64):
+        assert data[i * MIB:(i + 1) * MIB] == blocks[i], i
+
+
+def test_a_client_pushing_more_than_the_buffer_limit_is_held_to_it(workdir, server_factory):
+    """256 MiB of WRITEs sent as fast as the server takes them, replies read on the side: the
+    server stops reading at its per-connection buffer limit (64 MiB), so its peak RSS stays
+    within that of its baseline."""
+    dst = workdir / "dst.img"
+    with open(dst, "wb") as f:
+        f.truncate(32 * MIB)
+    s = server_factory(dst)
+    c, _, _ = connect_go(s.port, b"")
+    payload = random.Random(3).randbytes(MIB)
+    c.request(CMD_WRITE, 0, MIB, payload=payload)
+    assert c.simple_reply()[0] == 0
+    base = vm_hwm_kib(s.pid)
+
+    n = 256
+
+    def send():
+        for i in range(n):
+            c.sock.sendall(request_header(CMD_WRITE, (i % 32) * MIB, MIB, cookie=i) + payload)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    for _ in range(n):
+        assert c.simple_reply()[0] == 0
+    sender.join()
+    c.request(CMD_DISC)
+    assert c.closed_by_server()
+    c.close()
+    peak = vm_hwm_kib(s.pid)
+    print(f"server peak RSS: baseline {base} KiB, after {n} MiB pushed {peak} KiB")
+    assert peak - base < (64 + 32) * 1024
+
+
+# ---- The delta extension ----
+
+def delta_payload(algorithm=DELTA_XXH3_128, block_size=65536):
+    return struct.pack(">II", algorithm, block_size)
+
+
+def delta_client(port, name=b"", block_size=65536, structured=True):
+    """Connected and in transmission, with structured replies and the delta extension on."""
+    c = RawClient(port)
+    c.handshake()
+    if structured:
+        c.send_option(OPT_STRUCTURED_REPLY)
+        assert c.option_replies()[-1][0] == REP_ACK
+    if block_size:
+        c.send_option(OPT_HWAMEID_DELTA, delta_payload(block_size=block_size))
+        assert c.option_replies() == [(REP_ACK, b"")]
+    size, _ = c.go(name)
+    return c, size
+
+
+def hash_request(c, offset, count, cookie=0x77, flags=0):
+    """(0, [digest, ...]) or (error, None)."""
+    c.request(CMD_HWAMEID_HASH, offset, count, flags=flags, cookie=cookie)
+    err, rcookie, rflags, rtype, payload = c.reply()
+    assert rcookie == cookie and rflags & REPLY_FLAG_DONE
+    if err:
+        return err, None
+    assert rtype == REPLY_TYPE_HWAMEID_HASHES, rtype
+    assert struct.unpack(">Q", payload[:8])[0] == offset
+    digests = payload[8:]
+    assert len(digests) % 16 == 0
+    return 0, [digests[i:i + 16] for i in range(0, len(digests), 16)]
+
+
+def file_digests(path, offset, count, block_size):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(count)
+    assert len(data) == count
+    return [xxhash.xxh3_128_digest(data[i:i + block_size]) for i in range(0, count, block_size)]
+
+
+def read_works(c, image, offset=0, length=4096):
+    """A structured READ on the same connection still gets the file's bytes."""
+    c.request(CMD_READ, offset, length, cookie=0x99)
+    err, cookie, flags, rtype, payload = c.reply()
+    assert err == 0 and cookie == 0x99 and rtype == 1 and flags & REPLY_FLAG_DONE
+    assert payload[8:] == Path(image).read_bytes()[offset:offset + length]
+
+
+def write_sparse(path, size, runs):
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, data in runs:
+            f.seek(offset)
+            f.write(data)
+
+
+def test_delta_option_is_acknowledged_and_a_later_one_replaces_it(server, image):
+    c = RawClient(server.port)
+    c.handshake()
+    c.send_option(OPT_STRUCTURED_REPLY)
+    assert c.option_replies()[-1][0] == REP_ACK
+    for bs in (4096, 4 * MIB, 65536):
+        c.send_option(OPT_HWAMEID_DELTA, delta_payload(block_size=bs))
+        assert c.option_replies() == [(REP_ACK, b"")], bs
+    # A refused one leaves the setting as it was.
+    c.send_option(OPT_HWAMEID_DELTA, delta_payload(block_size=12288))
+    assert c.option_replies()[-1][0] == REP_ERR_INVALID
+    c.go(b"exp")
+    err, digests = hash_request(c, 0, 4 * 65536)
+    assert err == 0 and digests == file_digests(image, 0, 4 * 65536, 65536)
+    c.request(CMD_DISC)
+    c.close()
+
+
+def test_delta_option_errors_are_err_invalid(server, image):
+    c = RawClient(server.port)
+    c.handshake()
+    c.send_option(OPT_HWAMEID_DELTA, delta_payload())       # before structured replies
+    (rtype, msg), = c.option_replies()
+    assert rtype == REP_ERR_INVALID and b"structured" in msg
+    c.send_option(OPT_STRUCTURED_REPLY)
+    assert c.option_replies()[-1][0] == REP_ACK
+    bad = [b"", b"\0\0\0\1", delta_payload() + b"\0\0\0\0",                      # lengths
+           delta_payload(algorithm=0), delta_payload(algorithm=2),                   # algorithms
+           delta_payload(algorithm=0xFFFFFFFF)]
+    bad += [delta_payload(block_size=bs) for bs in                                   # block sizes
+            (0, 1, 2048, 4095, 4097, 12288, 65535, 8 * MIB, 6 * MIB, 1 << 31, 0xFFFFFFFF)]
+    for data in bad:
+        c.send_option(OPT_HWAMEID_DELTA, data)
+        (rtype, _), = c.option_replies()
+        assert rtype == REP_ERR_INVALID, data.hex()
+    # The negotiation goes on.
+    c.send_option(OPT_HWAMEID_DELTA, delta_payload(block_size=4096))
+    assert c.option_replies() == [(REP_ACK, b"")]
+    c.go(b"exp")
+    err, digests = hash_request(c, 0, 8192)
+    assert err == 0 and digests == file_digests(image, 0, 8192, 4096)
+    c.close()
+
+
+def test_hash_without_the_option_is_einval_and_the_connection_keeps_working(server, image):
+    c, _ = delta_client(server.port, b"exp", block_size=0)     # structured replies, no delta
+    assert hash_request(c, 0, 65536)[0] == EINVAL
+    read_works(c, image)
+    c.close()
+    c, _, _ = connect_go(server.port)                           # no structured replies either
+    c.request(CMD_HWAMEID_HASH, 0, 65536, cookie=5)
+    assert c.simple_reply() == (EINVAL, 5, b"")
+    c.request(CMD_READ, 0, 512)
+    assert c.simple_reply(512)[2] == image.read_bytes()[:512]
+    c.close()
+
+
+def test_invalid_hash_requests_get_the_right_errors_and_the_connection_keeps_working(server, image):
+    c, size = delta_client(server.port, b"exp", block_size=65536)
+    assert size == 64 * MIB
+    cases = [
+        ((4096, 65536), EINVAL),                    # offset not a multiple of the block size
+        ((1, 65536), EINVAL),
+        ((0, 65536 + 1), EINVAL),                   # count not a multiple, not at the end
+        ((0, 100), EINVAL),
+        ((0, 0), EINVAL),                           # zero count
+        ((0, HASH_MAX_COUNT + 65536), EINVAL),      # too large
+        ((0, 0xFFFFFFFF), EINVAL),
+        ((size - 65536, 2 * 65536), EOVERFLOW),     # past the end
+        ((size, 65536), EOVERFLOW),
+        ((1 << 62, 65536), EOVERFLOW),
+        ((0xFFFFFFFFFFFF0000, 65536), EOVERFLOW),
+        ((0, HASH_MAX_COUNT), EOVERFLOW),           # allowed count, but past the end here
+    ]
+    for i, ((offset, count), expected) in enumerate(cases):
+        c.request(CMD_HWAMEID_HASH, offset, count, cookie=i)
+        err, cookie, flags, rtype, _ = c.reply()
+        assert (err, cookie) == (expected, i), (offset, count)
+        assert rtype == REPLY_TYPE_ERROR and flags & REPLY_FLAG_DONE
+    for flag in (1, 1 << 2, 1 << 3, 1 << 9):        # no command flags
+        assert hash_request(c, 0, 65536, flags=flag)[0] == EINVAL, flag
+    err, digests = hash_request(c, size - 2 * 65536, 2 * 65536)
+    assert err == 0 and digests == file_digests(image, size - 2 * 65536, 2 * 65536, 65536)
+    read_works(c, image, 4 * MIB, 8192)
+    c.close()
+
+
+@pytest.mark.parametrize("block_size", [4096, 65536, 4 * MIB])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_hash_digests_are_xxh3_128_of_the_blocks_with_holes_and_a_partial_last_block(
+        workdir, server_factory, block_size, readonly):
+    rng = random.Random(block_size)
+    path = workdir / "sparse.img"
+    size = 3 * MIB + 1234                      # the last block is partial and a hole
+    write_sparse(path, size, [
+        (0, rng.randbytes(100)),
+        (65536 + 100, rng.randbytes(5000)),    # across a 4 KiB boundary, inside a 64 KiB block
+        (MIB, rng.randbytes(256 * 1024)),
+        (2 * MIB - 10, rng.randbytes(20)),     # across 4 KiB, 64 KiB and 1 MiB boundaries
+    ])
+    tail = workdir / "tail.img"
+    tail_size = MIB + 777                      # the last, partial block holds data
+    write_sparse(tail, tail_size, [(MIB + 200, rng.randbytes(500)), (8192, b"\xff" * 4096)])
+
+    s = server_factory(path, "--export", "sparse", *(["--readonly"] if readonly else []))
+    c, got_size = delta_client(s.port, b"sparse", block_size=block_size)
+    assert got_size == size
+    last = size // block_size * block_size
+    from_1m = MIB // block_size * block_size
+    ranges = [(0, size), (last, size - last), (from_1m, size - from_1m)]
+    if 2 * block_size < size:
+        ranges.append((block_size, 2 * block_size))
+    for offset, count in ranges:
+        err, digests = hash_request(c, offset, count)
+        assert err == 0, (offset, count)
+        assert digests == file_digests(path, offset, count, block_size), (offset, count)
+    # A block that is all hole hashes as that many zero bytes.
+    hole = 2 * MIB + 4 * 65536 if block_size < MIB else None
+    if hole is not None:
+        err, digests = hash_request(c, hole, block_size)
+        assert err == 0 and digests == [xxhash.xxh3_128_digest(bytes(block_size))]
+    c.request(CMD_DISC)
+    assert c.closed_by_server()
+    c.close()
+
+    s = server_factory(tail, *(["--readonly"] if readonly else []))
+    c, got_size = delta_client(s.port, b"", block_size=block_size)
+    assert got_size == tail_size
+    last = tail_size // block_size * block_size
+    for offset, count in [(0, tail_size), (last, tail_size - last)]:
+        err, digests = hash_request(c, offset, count)
+        assert err == 0 and digests == file_digests(tail, offset, count, block_size), (offset, count)
+    c.close()
+
+
+def test_hash_of_many_blocks_in_one_request(server, image):
+    c, size = delta_client(server.port, b"exp", block_size=4096)
+    err, digests = hash_request(c, 0, size)
+    assert err == 0 and len(digests) == size // 4096
+    assert digests == file_digests(image, 0, size, 4096)
+    # Requests in flight together are answered each with its own digests.
+    for i in range(16):
+        c.request(CMD_HWAMEID_HASH, i * 4 * MIB, 4 * MIB, cookie=i)
+    for _ in range(16):
+        err, cookie, flags, rtype, payload = c.reply()
+        assert err == 0 and rtype == REPLY_TYPE_HWAMEID_HASHES
+        offset = cookie * 4 * MIB
+        assert struct.unpack(">Q", payload[:8])[0] == offset
+        assert payload[8:] == b"".join(digests[offset // 4096:(offset + 4 * MIB) // 4096])
+    c.close()
 
 
 def test_malformed_psk_file_is_refused_with_a_clear_message(image, workdir):
