@@ -36,6 +36,7 @@
 #include "manager.h"
 #include "notify.h"
 #include "pool/storage.h"
+#include "stream/stream-service.h"
 
 /* A stop that waits for the API (lease hand-over) ends after this, whatever happens. */
 #define MANAGER_STOP_TIMEOUT (5 * USEC_PER_SEC)
@@ -60,6 +61,10 @@ struct Manager {
         Storage *storage;
         sd_event_source *storage_timer;
         bool storage_refreshing;
+
+        StreamService *stream;
+        char *stream_listen;  /* ADDR:PORT as bound */
+        char *stream_problem; /* why there is no stream service */
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -189,6 +194,64 @@ static int manager_storage_start(Manager *m) {
 }
 
 /* (Re)creates the cluster connection from the configuration; it starts trying at once. */
+/* The block stream endpoint. Without it volumes cannot move to or from this node, but everything
+ * else works: a missing cluster secret is a warning, not a reason to stop. Settings apply at start. */
+static int manager_stream_start(Manager *m) {
+        _cleanup_free_ uint8_t *secret = NULL;
+        const char *addr = m->config.stream_listen_address ?: m->config.storage_ip ?: "0.0.0.0";
+        size_t secret_len = 0;
+        int r;
+
+        free(m->stream_listen);
+        if (asprintf(&m->stream_listen, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr,
+                     m->config.stream_port) < 0)
+                return -ENOMEM;
+
+        if (!m->config.stream_insecure || access(m->config.cluster_secret_file, F_OK) >= 0) {
+                r = stream_secret_load(m->config.cluster_secret_file, &secret, &secret_len);
+                if (r < 0) {
+                        free(m->stream_problem);
+                        if (asprintf(&m->stream_problem, "the cluster secret %s is %s",
+                                     m->config.cluster_secret_file,
+                                     r == -ENOENT   ? "missing"
+                                     : r == -EPERM  ? "not root-only (chmod 0600 it)"
+                                     : r == -EINVAL ? "not 32 to 4096 bytes"
+                                                    : "unreadable") < 0)
+                                return -ENOMEM;
+                        log_warning("Volumes cannot move to or from this node: %s.", m->stream_problem);
+                        return 0;
+                }
+        }
+        if (m->config.stream_insecure)
+                log_warning("The block stream accepts plain TCP ([Stream] Insecure=yes): for isolated test "
+                            "networks only.");
+
+        r = stream_service_new(&(StreamServiceOptions){ .listen = m->stream_listen,
+                                                        .secret = secret,
+                                                        .secret_len = secret_len,
+                                                        .insecure = m->config.stream_insecure },
+                               &m->stream);
+        if (secret)
+                explicit_bzero(secret, secret_len);
+        if (r < 0) {
+                free(m->stream_problem);
+                if (asprintf(&m->stream_problem, "cannot listen on %s: %s", m->stream_listen, strerror(-r)) <
+                    0)
+                        return -ENOMEM;
+                log_warning("Volumes cannot move to or from this node: %s.", m->stream_problem);
+                return 0;
+        }
+        m->stream_problem = mfree(m->stream_problem);
+        free(m->stream_listen);
+        if (asprintf(&m->stream_listen, strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr,
+                     stream_service_port(m->stream)) < 0)
+                return -ENOMEM;
+        log_info("Block stream listening on %s%s.", m->stream_listen,
+                 m->config.stream_insecure ? " (plain TCP accepted)"
+                                           : " (TLS-PSK, keys derived from the cluster secret)");
+        return 0;
+}
+
 static int manager_cluster_start(Manager *m) {
         static const ClusterCallbacks callbacks = {
                 .changed = manager_on_cluster_changed,
@@ -207,6 +270,10 @@ static int manager_cluster_start(Manager *m) {
                 .storage = m->storage,
                 .storage_ip = m->config.storage_ip,
                 .storage_interface = m->config.storage_interface,
+                .stream = m->stream,
+                .stream_problem = m->stream_problem,
+                .checkpoint_dir = m->config.checkpoint_dir,
+                .bandwidth = m->config.stream_bandwidth,
         };
         int r;
 
@@ -412,6 +479,9 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         control_server_free(m->control);
         cluster_free(m->cluster);
+        stream_service_free(m->stream);
+        free(m->stream_listen);
+        free(m->stream_problem);
         sd_event_source_disable_unref(m->storage_timer);
         storage_free(m->storage);
         sd_event_source_disable_unref(m->stop_timer);
@@ -440,6 +510,10 @@ int manager_start(Manager *m) {
         r = manager_storage_start(m);
         if (r < 0)
                 return r;
+
+        r = manager_stream_start(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the block stream: %m");
 
         r = notify_watchdog_start(m->event, &m->watchdog_source);
         if (r < 0)
@@ -514,6 +588,22 @@ static int manager_storage_json(Manager *m, cJSON *parent) {
         return 0;
 }
 
+static int manager_stream_json(Manager *m, cJSON *parent) {
+        cJSON *st = cJSON_AddObjectToObject(parent, "stream");
+        bool ok;
+
+        if (!st)
+                return -ENOMEM;
+        ok = cJSON_AddStringToObject(st, "state", m->stream ? "listening" : "disabled") &&
+             cJSON_AddStringToObject(st, "address", m->stream_listen ?: "") &&
+             cJSON_AddNumberToObject(st, "port", m->stream ? stream_service_port(m->stream) : 0) &&
+             cJSON_AddBoolToObject(st, "tls", !m->config.stream_insecure) &&
+             cJSON_AddNumberToObject(st, "exposed", m->stream ? stream_service_n_exposed(m->stream) : 0) &&
+             (m->stream_problem ? cJSON_AddStringToObject(st, "problem", m->stream_problem)
+                                : cJSON_AddNullToObject(st, "problem"));
+        return ok ? 0 : -ENOMEM;
+}
+
 int manager_status_json(Manager *m, cJSON **ret) {
         _cleanup_json_ cJSON *o = NULL, *cluster = NULL;
         bool ok = true;
@@ -547,6 +637,7 @@ int manager_status_json(Manager *m, cJSON **ret) {
         ok = ok && cJSON_AddStringToObject(o, "logLevel", log_level_to_string(log_get_max_level()));
         ok = ok && cJSON_AddStringToObject(o, "controlSocket", control_server_path(m->control));
         ok = ok && manager_storage_json(m, o) >= 0;
+        ok = ok && manager_stream_json(m, o) >= 0;
         if (!ok)
                 return -ENOMEM;
         cJSON_AddItemToObject(o, "cluster", TAKE_PTR(cluster));

@@ -142,6 +142,16 @@ static const ConfigItem config_items[] = {
           offsetof(Config, file_pool_classes) },
         { "Storage", "RefreshInterval", config_parse_sec, config_dump_sec,
           offsetof(Config, storage_refresh) },
+        { "Stream", "Port", config_parse_unsigned, config_dump_unsigned, offsetof(Config, stream_port) },
+        { "Stream", "ListenAddress", config_parse_ip, config_dump_string,
+          offsetof(Config, stream_listen_address) },
+        { "Stream", "ClusterSecretFile", config_parse_path, config_dump_string,
+          offsetof(Config, cluster_secret_file) },
+        { "Stream", "Insecure", config_parse_bool, config_dump_bool, offsetof(Config, stream_insecure) },
+        { "Stream", "CheckpointDirectory", config_parse_path, config_dump_string,
+          offsetof(Config, checkpoint_dir) },
+        { "Stream", "BandwidthLimit", config_parse_size, config_dump_size,
+          offsetof(Config, stream_bandwidth) },
         { "Control", "Socket", config_parse_path, config_dump_string, offsetof(Config, control_socket) },
         { "Log", "Level", config_parse_log_level, config_dump_log_level, offsetof(Config, log_level) },
 };
@@ -178,6 +188,7 @@ int config_init(Config *c) {
                 .lvm_activation = -1,
                 .file_pool_capacity = 10ULL << 30,
                 .storage_refresh = 5 * USEC_PER_MINUTE,
+                .stream_port = HWAMEID_STREAM_PORT_DEFAULT,
         };
 
         r = default_node_name(&c->node_name);
@@ -189,8 +200,10 @@ int config_init(Config *c) {
         c->storage_backend = strdup("file");
         c->lvm_directory = strdup("/run/hwameid/lvm");
         c->file_directory = strdup("/var/lib/hwameid/pools");
+        c->cluster_secret_file = strdup(HWAMEID_CLUSTER_SECRET_PATH);
+        c->checkpoint_dir = strdup("/var/lib/hwameid/copies");
         if (!c->kubeconfig || !c->namespace || !c->control_socket || !c->storage_backend ||
-            !c->lvm_directory || !c->file_directory) {
+            !c->lvm_directory || !c->file_directory || !c->cluster_secret_file || !c->checkpoint_dir) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -212,6 +225,9 @@ void config_done(Config *c) {
         free(c->lvm_directory);
         free(c->file_directory);
         strv_free(c->file_pool_classes);
+        free(c->stream_listen_address);
+        free(c->cluster_secret_file);
+        free(c->checkpoint_dir);
         *c = (Config){};
 }
 
@@ -250,6 +266,12 @@ static int config_validate(const Config *c, const char *path) {
                 return config_log_syntax(
                         path, 0, EINVAL,
                         "[LeaderElection] LeaseDuration= must be whole seconds (the Lease stores seconds).");
+        if (c->stream_port > 65535)
+                return config_log_syntax(path, 0, EINVAL, "[Stream] Port= must be 0…65535.");
+        if (isempty(c->cluster_secret_file) || isempty(c->checkpoint_dir))
+                return config_log_syntax(
+                        path, 0, EINVAL,
+                        "[Stream] ClusterSecretFile= and CheckpointDirectory= must not be empty.");
         if (isempty(c->control_socket))
                 return config_log_syntax(path, 0, EINVAL, "[Control] Socket= must not be empty.");
         if (strlen(c->control_socket) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))

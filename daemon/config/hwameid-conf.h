@@ -7,16 +7,20 @@
  * Every key is documented in conf/hwameid.conf, which the tests parse.
  */
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "../basic/time-util.h"
 
-#define HWAMEID_CONFIG_PATH "/etc/hwameid/hwameid.conf"
+#define HWAMEID_CONFIG_PATH         "/etc/hwameid/hwameid.conf"
+#define HWAMEID_CLUSTER_SECRET_PATH "/etc/hwameid/cluster-secret"
+#define HWAMEID_STREAM_PORT_DEFAULT 10809
 
 typedef struct Config {
         /* [Node] */
         char *node_name;  /* Kubernetes node name; default: the host name */
-        char *storage_ip;        /* NULL: the interface's address, or the one the API server is reached from */
+        char *storage_ip; /* NULL: the interface's address, or the one the API server is reached from */
         char *storage_interface; /* NULL: none */
         usec_t heartbeat_interval;
 
@@ -38,6 +42,14 @@ typedef struct Config {
         uint64_t file_pool_capacity;
         char **file_pool_classes;
         usec_t storage_refresh;
+
+        /* [Stream] */
+        unsigned stream_port;
+        char *stream_listen_address; /* NULL: the storage IP */
+        char *cluster_secret_file;
+        bool stream_insecure; /* plain TCP between nodes: tests only */
+        char *checkpoint_dir;
+        uint64_t stream_bandwidth; /* bytes per second per push; 0: unlimited */
 
         /* [Control] */
         char *control_socket;

@@ -531,6 +531,13 @@ static ssize_t map_ssl_error(TlsTransport *t, int err, int saved_errno, bool *re
                 log_ssl_errors("I/O");
                 return saved_errno > 0 ? -saved_errno : -ECONNRESET;
         default:
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+                /* OpenSSL 3 reports a peer that vanished without close_notify this way. */
+                if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+                        ERR_clear_error();
+                        return -ECONNRESET;
+                }
+#endif
                 log_ssl_errors("I/O");
                 return -EPROTO;
         }

@@ -294,6 +294,14 @@ bool blockdev_direct(const BlockDev *b) {
         return b->n_files > 0;
 }
 
+bool blockdev_on_devices(const BlockDev *b) {
+        assert(b);
+        for (size_t i = 0; i < b->n_files; i++)
+                if (b->files[i].block)
+                        return true;
+        return false;
+}
+
 static int check_range(const BlockDev *b, uint64_t offset, uint64_t len) {
         if (offset > b->size || len > b->size - offset)
                 return -EINVAL;

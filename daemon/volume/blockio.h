@@ -52,6 +52,8 @@ uint64_t blockdev_size(const BlockDev *b);
 size_t blockdev_alignment(const BlockDev *b);
 /* True when every underlying file or device is accessed with O_DIRECT. */
 bool blockdev_direct(const BlockDev *b);
+/* Whether any part lies on a block device (zeroing may then write zeroes instead of punching). */
+bool blockdev_on_devices(const BlockDev *b);
 
 /*
  * Whole transfers or an error: short reads past the end are -EINVAL (offset + len > size). Writes,

@@ -86,7 +86,9 @@ class Daemon:
         dropins = self.dir / "hwameid.conf.d"
         dropins.mkdir(exist_ok=True)
         (dropins / "00-test-dirs.conf").write_text(
-            f"[Storage]\nFileDirectory={self.dir}/pools\nLVMDirectory={self.dir}/lvm\n")
+            f"[Storage]\nFileDirectory={self.dir}/pools\nLVMDirectory={self.dir}/lvm\n"
+            f"[Stream]\nClusterSecretFile={self.dir}/cluster-secret\nListenAddress=127.0.0.1\nPort=0\n"
+            f"CheckpointDirectory={self.dir}/copies\n")
         self.config.write_text(
             f"[Node]\nName={node}\n"
             f"[Kubernetes]\nKubeconfig={self.kubeconfig}\n{kubernetes}"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hwamei-nbd copy SRC DST [--verify] [--requests N] [--request-size BYTES] [--connections N]
- *                 [--destination-is-zero] [--psk-file FILE] [--resume STATEFILE]
+ *                 [--destination-is-zero] [--psk-file FILE | --cluster-secret FILE] [--resume STATEFILE]
  *                 [--checkpoint-interval SECONDS] [--bwlimit BYTES] [--no-delta]
  *
  * SRC and DST are local files or block devices, or nbd:// URIs; any combination works. Only the
@@ -10,7 +10,8 @@
  * a sparse file of the source's size (and, being empty, gets no zeroes written). The destination is
  * flushed before the copy counts as done. The last line reads
  *
- *   copied 2.0 GiB (1.8 GiB sent, 205 MiB skipped, 0 B unchanged) in 3.1 s, 660 MB/s, xxh3-128 <32 hex digits>
+ *   copied 2.0 GiB (1.8 GiB sent, 205 MiB skipped, 0 B unchanged) in 3.1 s, 660 MB/s, xxh3-128 <32 hex
+ * digits>
  *
  * where "sent" is written as data, "skipped" went as zero ranges and "unchanged" was already on an
  * hwameid destination (delta: only blocks whose hashes differ are sent), all by this run; the
@@ -42,6 +43,7 @@
 #include "stream/nbd-client.h"
 #include "stream/nbd-protocol.h"
 #include "stream/nbd-tls.h"
+#include "stream/stream-service.h"
 #include "volume/blockio.h"
 
 #define CONNECTIONS_MAX 16U
@@ -80,6 +82,8 @@ static void copy_help(void) {
                "     --psk-file FILE         TLS with pre-shared keys for nbds://[IDENTITY@]HOST... "
                "(identity\n"
                "                             from the URI, else $LOGNAME)\n"
+               "     --cluster-secret FILE   TLS with the key derived from the cluster secret for the\n"
+               "                             identity in nbds://IDENTITY@HOST... (as the daemon does)\n"
                "     --resume STATEFILE      Keep checkpoints in STATEFILE and continue from it when it\n"
                "                             exists (removed after success)\n"
                "     --checkpoint-interval SECONDS\n"
@@ -141,7 +145,57 @@ static const char *connect_error(int r) {
         }
 }
 
-static int open_nbd(Side *s, unsigned connections, const char *psk_file, uint32_t delta_block_size) {
+/* The client TLS context for a URI: from a PSK file, or derived from the cluster secret. */
+static int make_tls(Side *s, const char *psk_file, const char *secret_file) {
+        int r;
+
+        if (secret_file) {
+                _cleanup_free_ uint8_t *secret = NULL;
+                uint8_t key[NBD_TLS_DERIVED_KEY_SIZE];
+                size_t n;
+
+                if (!s->uri.user) {
+                        fprintf(stderr,
+                                "hwamei-nbd copy: %s: --cluster-secret needs the identity in the URI "
+                                "(nbds://IDENTITY@HOST/EXPORT).\n",
+                                s->arg);
+                        return -EINVAL;
+                }
+                r = stream_secret_load(secret_file, &secret, &n);
+                if (r < 0)
+                        return r; /* logged */
+                r = nbd_tls_derive_key(secret, n, s->uri.user, key);
+                explicit_bzero(secret, n);
+                if (r < 0) {
+                        fprintf(stderr, "hwamei-nbd copy: %s: invalid identity '%s'.\n", s->arg,
+                                s->uri.user);
+                        return r;
+                }
+                r = nbd_tls_context_new_client(s->uri.user, key, sizeof(key), &s->tls);
+                explicit_bzero(key, sizeof(key));
+                return r;
+        }
+        if (!psk_file) {
+                fprintf(stderr, "hwamei-nbd copy: %s: nbds:// needs --psk-file or --cluster-secret.\n",
+                        s->arg);
+                return -EPROTONOSUPPORT;
+        }
+        r = nbd_tls_context_new_client_file(psk_file, s->uri.user, &s->tls);
+        if (r == -ENOKEY) {
+                fprintf(stderr, "hwamei-nbd copy: %s: identity '%s' was not found in %s.\n", s->arg,
+                        s->uri.user ?: getenv("LOGNAME") ?: "(login name)", psk_file);
+                return r;
+        }
+        if (r < 0) {
+                fprintf(stderr, "hwamei-nbd copy: --psk-file %s: %s.\n", psk_file,
+                        r == -EINVAL ? "malformed (expected IDENTITY:HEXKEY lines)" : strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static int open_nbd(Side *s, unsigned connections, const char *psk_file, const char *secret_file,
+                    uint32_t delta_block_size) {
         NbdConnectOptions o = { .delta_block_size = delta_block_size };
         int r;
 
@@ -151,21 +205,9 @@ static int open_nbd(Side *s, unsigned connections, const char *psk_file, uint32_
                 return r;
         }
         if (s->uri.tls) {
-                if (!psk_file) {
-                        fprintf(stderr, "hwamei-nbd copy: %s: nbds:// needs --psk-file.\n", s->arg);
-                        return -EPROTONOSUPPORT;
-                }
-                r = nbd_tls_context_new_client_file(psk_file, s->uri.user, &s->tls);
-                if (r == -ENOKEY) {
-                        fprintf(stderr, "hwamei-nbd copy: %s: identity '%s' was not found in %s.\n", s->arg,
-                                s->uri.user ?: getenv("LOGNAME") ?: "(login name)", psk_file);
+                r = make_tls(s, psk_file, secret_file);
+                if (r < 0)
                         return r;
-                }
-                if (r < 0) {
-                        fprintf(stderr, "hwamei-nbd copy: --psk-file %s: %s.\n", psk_file,
-                                r == -EINVAL ? "malformed (expected IDENTITY:HEXKEY lines)" : strerror(-r));
-                        return r;
-                }
                 o.tls = s->tls;
         }
         r = nbd_client_connect(&s->uri, &o, &s->conns[0]);
@@ -249,7 +291,8 @@ static int save_checkpoint(const CopyCheckpoint *c, void *userdata) {
 
         r = copy_checkpoint_save(k->path, c, k->source, k->destination);
         if (r < 0)
-                fprintf(stderr, "\nhwamei-nbd copy: cannot write the checkpoint %s: %s.\n", k->path, strerror(-r));
+                fprintf(stderr, "\nhwamei-nbd copy: cannot write the checkpoint %s: %s.\n", k->path,
+                        strerror(-r));
         return r;
 }
 
@@ -302,21 +345,23 @@ int verb_copy(int argc, char *argv[]) {
                 ARG_CHECKPOINT_INTERVAL,
                 ARG_BWLIMIT,
                 ARG_NO_DELTA,
+                ARG_CLUSTER_SECRET,
         };
-        static const struct option options[] = { { "help", no_argument, NULL, 'h' },
-                                                 { "verify", no_argument, NULL, ARG_VERIFY },
-                                                 { "psk-file", required_argument, NULL, ARG_PSK_FILE },
-                                                 { "resume", required_argument, NULL, ARG_RESUME },
-                                                 { "requests", required_argument, NULL, 'R' },
-                                                 { "request-size", required_argument, NULL,
-                                                   ARG_REQUEST_SIZE },
-                                                 { "connections", required_argument, NULL, 'C' },
-                                                 { "destination-is-zero", no_argument, NULL, ARG_DEST_ZERO },
-                                                 { "checkpoint-interval", required_argument, NULL,
-                                                   ARG_CHECKPOINT_INTERVAL },
-                                                 { "bwlimit", required_argument, NULL, ARG_BWLIMIT },
-                                                 { "no-delta", no_argument, NULL, ARG_NO_DELTA },
-                                                 {} };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "verify", no_argument, NULL, ARG_VERIFY },
+                { "psk-file", required_argument, NULL, ARG_PSK_FILE },
+                { "resume", required_argument, NULL, ARG_RESUME },
+                { "requests", required_argument, NULL, 'R' },
+                { "request-size", required_argument, NULL, ARG_REQUEST_SIZE },
+                { "connections", required_argument, NULL, 'C' },
+                { "destination-is-zero", no_argument, NULL, ARG_DEST_ZERO },
+                { "checkpoint-interval", required_argument, NULL, ARG_CHECKPOINT_INTERVAL },
+                { "bwlimit", required_argument, NULL, ARG_BWLIMIT },
+                { "no-delta", no_argument, NULL, ARG_NO_DELTA },
+                { "cluster-secret", required_argument, NULL, ARG_CLUSTER_SECRET },
+                {}
+        };
         _cleanup_(side_done) Side src = {}, dst = {};
         CopyOptions o = {};
         CopyResult res;
@@ -325,7 +370,7 @@ int verb_copy(int argc, char *argv[]) {
         Reporter rep = { .bar = { .enabled = isatty(STDERR_FILENO) } };
         Bar *bar = &rep.bar;
         char digest[COPY_DIGEST_STRING_MAX], b1[COPY_DIGEST_STRING_MAX], b2[32], b3[32], b4[32];
-        const char *psk_file = NULL;
+        const char *psk_file = NULL, *secret_file = NULL;
         int c, r;
 
         optind = 0;
@@ -345,20 +390,25 @@ int verb_copy(int argc, char *argv[]) {
                         break;
                 case ARG_CHECKPOINT_INTERVAL:
                         if (parse_bounded(optarg, 86400, &v) < 0 || v == 0) {
-                                fprintf(stderr, "hwamei-nbd copy: --checkpoint-interval must be 1…86400 seconds.\n");
+                                fprintf(stderr,
+                                        "hwamei-nbd copy: --checkpoint-interval must be 1…86400 seconds.\n");
                                 return 2;
                         }
                         o.checkpoint_interval = v * USEC_PER_SEC;
                         break;
                 case ARG_BWLIMIT:
                         if (parse_bounded(optarg, UINT64_MAX / 2, &v) < 0 || v < 4096) {
-                                fprintf(stderr, "hwamei-nbd copy: --bwlimit must be at least 4096 bytes per second.\n");
+                                fprintf(stderr, "hwamei-nbd copy: --bwlimit must be at least 4096 bytes per "
+                                                "second.\n");
                                 return 2;
                         }
                         o.bandwidth = v;
                         break;
                 case ARG_NO_DELTA:
                         o.no_delta = true;
+                        break;
+                case ARG_CLUSTER_SECRET:
+                        secret_file = optarg;
                         break;
                 case 'R':
                         if (parse_bounded(optarg, COPY_REQUESTS_MAX, &v) < 0 || v == 0) {
@@ -369,7 +419,8 @@ int verb_copy(int argc, char *argv[]) {
                         o.requests = (unsigned) v;
                         break;
                 case ARG_REQUEST_SIZE:
-                        if (parse_bounded(optarg, NBD_MAX_PAYLOAD, &v) < 0 || v < 4096 || (v & (v - 1)) != 0) {
+                        if (parse_bounded(optarg, NBD_MAX_PAYLOAD, &v) < 0 || v < 4096 ||
+                            (v & (v - 1)) != 0) {
                                 fprintf(stderr,
                                         "hwamei-nbd copy: --request-size must be a power of 2 from 4096 to "
                                         "%u.\n",
@@ -395,15 +446,20 @@ int verb_copy(int argc, char *argv[]) {
                 fprintf(stderr, "hwamei-nbd copy: expected SRC and DST; see 'hwamei-nbd copy --help'.\n");
                 return 2;
         }
+        if (psk_file && secret_file) {
+                fprintf(stderr, "hwamei-nbd copy: --psk-file and --cluster-secret exclude each other.\n");
+                return 2;
+        }
         src.arg = argv[optind];
         dst.arg = argv[optind + 1];
         src.is_nbd = nbd_uri_is_uri(src.arg);
         dst.is_nbd = nbd_uri_is_uri(dst.arg);
 
-        r = src.is_nbd ? open_nbd(&src, (unsigned) connections, psk_file, 0) : open_local(&src, false, 0);
+        r = src.is_nbd ? open_nbd(&src, (unsigned) connections, psk_file, secret_file, 0)
+                       : open_local(&src, false, 0);
         if (r < 0)
                 return 1;
-        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections, psk_file,
+        r = dst.is_nbd ? open_nbd(&dst, (unsigned) connections, psk_file, secret_file,
                                   o.no_delta ? 0 : NBD_HWAMEID_DELTA_BLOCK_DEFAULT)
                        : open_local(&dst, true, copy_endpoint_size(&src.ep));
         if (r < 0)

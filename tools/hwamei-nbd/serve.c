@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hwamei-nbd serve PATH --listen ADDR:PORT [--export NAME] [--readonly] [--description TEXT]
- *                  [--psk-file FILE] [--handshake-timeout SECONDS] [--max-connections N] [--verbose]
+ *                  [--psk-file FILE | --cluster-secret FILE --identity ID]
+ *                  [--handshake-timeout SECONDS] [--max-connections N] [--verbose]
+ *
+ * With --cluster-secret, TLS is required and only the identity ID is known, with the key the
+ * daemon derives for it (stream-service.h): what a node does as the target of one migration.
  *
  * Exports a file or block device over NBD until SIGTERM or SIGINT (exit 0). Once listening it
  * prints one line, "hwamei-nbd: serving PATH as 'NAME' on ADDR:PORT", with the real port when
@@ -18,11 +22,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "basic/string-util.h"
 #include "basic/time-util.h"
 #include "hwamei-nbd.h"
 #include "log/log.h"
 #include "stream/nbd-server.h"
 #include "stream/nbd-tls.h"
+#include "stream/stream-service.h"
 #include "volume/blockio.h"
 
 static void serve_help(void) {
@@ -35,6 +41,8 @@ static void serve_help(void) {
                "     --description TEXT        Description shown to clients that ask\n"
                "     --psk-file FILE           Require TLS with pre-shared keys (IDENTITY:HEXKEY lines, as\n"
                "                               psktool writes them; clients: nbds://IDENTITY@HOST...)\n"
+               "     --cluster-secret FILE     Require TLS with the key derived from the cluster secret\n"
+               "     --identity ID             ... for this identity only (as a migration's target)\n"
                "     --handshake-timeout SECS  Time a client has to finish the handshake (default 10)\n"
                "     --max-connections N       Connections served at once (default 128)\n"
                "  -v --verbose                 Debug logging\n");
@@ -46,6 +54,29 @@ static void on_disconnect(void *userdata, const char *peer, const char *export_n
                 log_info_errno(error, "hwamei-nbd: client %s dropped: %s: %m", peer, reason);
         else
                 log_info("hwamei-nbd: client %s disconnected (%s)", peer, reason);
+}
+
+typedef struct DerivedKey {
+        const char *identity;
+        uint8_t *secret;
+        size_t secret_len;
+} DerivedKey;
+
+static void derived_key_done(DerivedKey *d) {
+        if (d->secret) {
+                explicit_bzero(d->secret, d->secret_len);
+                free(d->secret);
+        }
+}
+
+static int derived_lookup(void *userdata, const char *identity, uint8_t *key) {
+        DerivedKey *d = userdata;
+        int r;
+
+        if (!streq(identity, d->identity))
+                return -ENOKEY;
+        r = nbd_tls_derive_key(d->secret, d->secret_len, identity, key);
+        return r < 0 ? r : NBD_TLS_DERIVED_KEY_SIZE;
 }
 
 static int parse_unsigned(const char *s, unsigned long max, unsigned long *ret) {
@@ -61,7 +92,14 @@ static int parse_unsigned(const char *s, unsigned long max, unsigned long *ret) 
 }
 
 int verb_serve(int argc, char *argv[]) {
-        enum { ARG_DESCRIPTION = 0x100, ARG_PSK_FILE, ARG_HANDSHAKE_TIMEOUT, ARG_MAX_CONNECTIONS };
+        enum {
+                ARG_DESCRIPTION = 0x100,
+                ARG_PSK_FILE,
+                ARG_HANDSHAKE_TIMEOUT,
+                ARG_MAX_CONNECTIONS,
+                ARG_CLUSTER_SECRET,
+                ARG_IDENTITY,
+        };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "listen", required_argument, NULL, 'l' },
@@ -69,12 +107,16 @@ int verb_serve(int argc, char *argv[]) {
                 { "readonly", no_argument, NULL, 'r' },
                 { "description", required_argument, NULL, ARG_DESCRIPTION },
                 { "psk-file", required_argument, NULL, ARG_PSK_FILE },
+                { "cluster-secret", required_argument, NULL, ARG_CLUSTER_SECRET },
+                { "identity", required_argument, NULL, ARG_IDENTITY },
                 { "handshake-timeout", required_argument, NULL, ARG_HANDSHAKE_TIMEOUT },
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
                 { "verbose", no_argument, NULL, 'v' },
                 {},
         };
-        const char *listen_address = NULL, *export_name = "", *description = NULL, *psk_file = NULL;
+        const char *listen_address = NULL, *export_name = "", *description = NULL, *psk_file = NULL,
+                   *secret_file = NULL;
+        _cleanup_(derived_key_done) DerivedKey derived = {}; /* outlives tls, declared later */
         bool read_only = false, verbose = false;
         unsigned long handshake_timeout = 10, max_connections = NBD_SERVER_MAX_CONNECTIONS_DEFAULT;
         _cleanup_(nbd_tls_context_freep) NbdTlsContext *tls = NULL;
@@ -107,6 +149,12 @@ int verb_serve(int argc, char *argv[]) {
                 case ARG_PSK_FILE:
                         psk_file = optarg;
                         break;
+                case ARG_CLUSTER_SECRET:
+                        secret_file = optarg;
+                        break;
+                case ARG_IDENTITY:
+                        derived.identity = optarg;
+                        break;
                 case ARG_HANDSHAKE_TIMEOUT:
                         if (parse_unsigned(optarg, 3600, &handshake_timeout) < 0 || handshake_timeout == 0) {
                                 fprintf(stderr, "hwamei-nbd serve: invalid --handshake-timeout '%s'.\n",
@@ -131,8 +179,33 @@ int verb_serve(int argc, char *argv[]) {
                 fprintf(stderr, "hwamei-nbd serve: expected PATH and --listen ADDR:PORT; see --help.\n");
                 return 2;
         }
+        if ((secret_file != NULL) != (derived.identity != NULL) || (secret_file && psk_file)) {
+                fprintf(stderr,
+                        "hwamei-nbd serve: --cluster-secret and --identity go together, and not with "
+                        "--psk-file.\n");
+                return 2;
+        }
         path = argv[optind];
         log_set_max_level(verbose ? LOG_DEBUG : LOG_INFO);
+        if (secret_file) {
+                uint8_t probe[NBD_TLS_DERIVED_KEY_SIZE];
+
+                r = stream_secret_load(secret_file, &derived.secret, &derived.secret_len);
+                if (r < 0)
+                        return 1; /* logged */
+                if (nbd_tls_derive_key(derived.secret, derived.secret_len, derived.identity, probe) < 0) {
+                        fprintf(stderr,
+                                "hwamei-nbd serve: invalid --identity '%s' (1…255 printable bytes).\n",
+                                derived.identity);
+                        return 2;
+                }
+                r = nbd_tls_context_new_server(derived_lookup, &derived, &tls);
+                if (r < 0) {
+                        log_error_errno(r, "hwamei-nbd serve: %m");
+                        return 1;
+                }
+                nbd_tls_context_set_handshake_timeout(tls, (uint64_t) handshake_timeout * USEC_PER_SEC);
+        }
         if (psk_file) {
                 struct stat pst;
 

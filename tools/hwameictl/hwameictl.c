@@ -118,6 +118,24 @@ static int print_status(const cJSON *st) {
                 if (first)
                         print_field("Pools", "none yet");
         }
+        {
+                const cJSON *stream = cJSON_GetObjectItemCaseSensitive(st, "stream");
+                const char *problem = json_get_string(stream, "problem");
+                uint64_t exposed = 0;
+                bool tls = true;
+                char line[256];
+
+                (void) json_get_u64(stream, "exposed", &exposed);
+                (void) json_get_bool(stream, "tls", &tls);
+                if (problem)
+                        snprintf(line, sizeof(line), "disabled: %s", problem);
+                else
+                        snprintf(line, sizeof(line), "%s on %s, %s, %llu exports",
+                                 strna(json_get_string(stream, "state")),
+                                 strna(json_get_string(stream, "address")), tls ? "TLS-PSK" : "PLAIN TCP",
+                                 (unsigned long long) exposed);
+                print_field("Stream", line);
+        }
         print_field("Log level", json_get_string(st, "logLevel"));
         print_field("Control", json_get_string(st, "controlSocket"));
         return 0;
