@@ -16,6 +16,7 @@
 #include "../net/netlink.h"
 #include "../node/lsn.h"
 #include "../node/replica.h"
+#include "../node/sync.h"
 #include "cluster.h"
 
 #define CLUSTER_RETRY_MIN (1 * USEC_PER_SEC)
@@ -44,7 +45,8 @@ struct Cluster {
         LeaderElector *elector;
         LsnWriter *lsn;
         ReplicaController *replicas;
-        char *identity;
+        SyncAgent *sync;
+        char *identity, *stream_problem, *checkpoint_dir;
         bool node_registered, leading;
 };
 
@@ -104,8 +106,13 @@ static void cluster_update_storage_ip(Cluster *c) {
         _cleanup_free_ char *ip = NULL;
         int r;
 
-        if (!c->lsn || c->storage_ip)
+        if (!c->lsn)
                 return;
+        if (c->storage_ip) {
+                if (c->sync)
+                        sync_agent_set_address(c->sync, c->storage_ip);
+                return;
+        }
         if (c->storage_interface) {
                 r = net_interface_address(c->storage_interface, AF_UNSPEC, &ip);
                 if (r < 0) {
@@ -114,10 +121,15 @@ static void cluster_update_storage_ip(Cluster *c) {
                         return;
                 }
                 lsn_writer_set_storage_ip(c->lsn, ip);
+                if (c->sync)
+                        sync_agent_set_address(c->sync, ip);
                 return;
         }
-        if (!isempty(kube_client_local_ip(c->client)))
+        if (!isempty(kube_client_local_ip(c->client))) {
                 lsn_writer_set_storage_ip(c->lsn, kube_client_local_ip(c->client));
+                if (c->sync)
+                        sync_agent_set_address(c->sync, kube_client_local_ip(c->client));
+        }
 }
 
 static void cluster_on_node_added(Informer *inf, const cJSON *obj, void *userdata) {
@@ -308,6 +320,15 @@ static int cluster_connect(Cluster *c) {
                                            &c->replicas);
                 if (r < 0)
                         return r;
+                r = sync_agent_new(c->client, c->config.storage, c->events,
+                                   &(SyncAgentConfig){ .node_name = c->node_name,
+                                                       .checkpoint_dir = c->checkpoint_dir,
+                                                       .stream = c->config.stream,
+                                                       .stream_problem = c->stream_problem,
+                                                       .bandwidth = c->config.bandwidth },
+                                   &c->sync);
+                if (r < 0)
+                        return r;
         }
 
         r = informer_start(c->node_informer);
@@ -315,6 +336,8 @@ static int cluster_connect(Cluster *c) {
                 r = lsn_writer_start(c->lsn);
         if (r >= 0 && c->replicas)
                 r = replica_controller_start(c->replicas);
+        if (r >= 0 && c->sync)
+                r = sync_agent_start(c->sync);
         if (r >= 0)
                 r = lease_heartbeat_start(c->heartbeat);
         if (r >= 0)
@@ -336,6 +359,7 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->sync = sync_agent_free(c->sync);
         c->replicas = replica_controller_free(c->replicas);
         c->lsn = lsn_writer_free(c->lsn);
         c->elector = leader_elector_free(c->elector);
@@ -398,8 +422,10 @@ int cluster_new(sd_event *e, const ClusterConfig *config, const ClusterCallbacks
         c->kubeconfig = strdup(config->kubeconfig);
         c->namespace = strdup(config->namespace);
         c->storage_ip = isempty(config->storage_ip) ? NULL : strdup(config->storage_ip);
-        if (!c->node_name || !c->kubeconfig || !c->namespace ||
-            (!isempty(config->storage_ip) && !c->storage_ip))
+        c->checkpoint_dir = strdup(config->checkpoint_dir ?: "/var/lib/hwameid/copies");
+        if (!c->node_name || !c->kubeconfig || !c->namespace || !c->checkpoint_dir ||
+            (!isempty(config->storage_ip) && !c->storage_ip) ||
+            (config->stream_problem && !(c->stream_problem = strdup(config->stream_problem))))
                 return -ENOMEM;
         c->config.node_name = c->node_name;
         c->config.kubeconfig = c->kubeconfig;
@@ -430,6 +456,8 @@ Cluster *cluster_free(Cluster *c) {
         free(c->namespace);
         free(c->storage_ip);
         free(c->storage_interface);
+        free(c->stream_problem);
+        free(c->checkpoint_dir);
         free(c);
         return NULL;
 }
@@ -457,6 +485,8 @@ void cluster_storage_changed(Cluster *c) {
                 lsn_writer_sync(c->lsn);
         if (c->replicas)
                 replica_controller_storage_changed(c->replicas);
+        if (c->sync)
+                sync_agent_storage_changed(c->sync);
 }
 
 ClusterState cluster_state(const Cluster *c) {
@@ -502,6 +532,13 @@ int cluster_status_json(const Cluster *c, cJSON **ret) {
                                        USEC_PER_SEC)) != NULL;
         if (!ok || !hb)
                 return -ENOMEM;
+        if (c->sync) {
+                cJSON *sync = NULL;
+                int r = sync_agent_status_json(c->sync, &sync);
+                if (r < 0)
+                        return r;
+                cJSON_AddItemToObject(o, "sync", sync);
+        }
         *ret = TAKE_PTR(o);
         return 0;
 }

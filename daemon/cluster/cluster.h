@@ -39,9 +39,15 @@ typedef struct ClusterConfig {
         unsigned qps, burst;
         usec_t lease_duration, renew_deadline, retry_period;
         usec_t heartbeat_interval;
-        Storage *storage;       /* the node's storage, for its LocalStorageNode and replicas */
+        Storage *storage;              /* the node's storage, for its LocalStorageNode and replicas */
         const char *storage_ip;        /* NULL: from storage_interface, or the route to the API */
         const char *storage_interface; /* NULL: none */
+        /* Moving replicas' data (node/sync.h): the block stream (NULL: none, stream_problem says
+         * why), where push checkpoints live, and the bandwidth limit per push (0: none). */
+        struct StreamService *stream;
+        const char *stream_problem;
+        const char *checkpoint_dir;
+        uint64_t bandwidth;
 } ClusterConfig;
 
 typedef struct ClusterCallbacks {
