@@ -225,10 +225,13 @@ static void storage_op_finish(StorageOp *op, int error, const char *fmt, ...) {
                 return;
         }
         if (error < 0 && fmt) {
+                /* Formatted aside first: the arguments may be op->message itself. */
+                char buf[sizeof(op->message)];
                 va_list ap;
                 va_start(ap, fmt);
-                (void) vsnprintf(op->message, sizeof(op->message), fmt, ap);
+                (void) vsnprintf(buf, sizeof(buf), fmt, ap);
                 va_end(ap);
+                memcpy(op->message, buf, sizeof(buf));
         }
         s->running = NULL;
         if (op->done)

@@ -183,3 +183,16 @@ def test_deleted_localstoragenode_is_created_again(standin, storage_node):
                           o.get("status", {}).get("pools") else None)(lsn_status(standin)),
                  what="a new LocalStorageNode with its status")
     assert set(again["status"]["pools"]) == {"LocalStorage_PoolHDD", "LocalStorage_PoolSSD"}
+
+
+def test_a_failed_refresh_says_why(make_daemon):
+    # The reason used to come out empty (the message was formatted over itself).
+    d = make_daemon()
+    (d.dir / "afile").write_text("")
+    (d.dir / "hwameid.conf.d" / "50-broken.conf").write_text(
+        f"[Storage]\nBackend=file\nFilePoolClasses=HDD\nFileDirectory={d.dir}/afile/pools\n")
+    d.start()
+    wait(lambda: "Refreshing the pools failed: " in d.log(), what="the warning")
+    line = next(l for l in d.log().splitlines() if "Refreshing the pools failed: " in l)
+    assert "Not a directory" in line, line
+    assert d.stop() == 0
