@@ -24,6 +24,7 @@ tmpfilesdir ?= $(prefix)/lib/tmpfiles.d
 catalogdir ?= $(prefix)/lib/systemd/catalog
 modulesloaddir ?= $(prefix)/lib/modules-load.d
 bashcompletiondir ?= $(datadir)/bash-completion/completions
+docdir ?= $(datadir)/doc/hwameid
 
 CC ?= cc
 ifeq ($(V),1)
@@ -223,6 +224,8 @@ install: $(PROGRAMS)
 	install -Dm0644 packaging/man/hwameid.8 $(DESTDIR)$(mandir)/man8/hwameid.8
 	install -Dm0644 packaging/man/hwameictl.8 $(DESTDIR)$(mandir)/man8/hwameictl.8
 	install -Dm0644 packaging/man/hwameid.conf.5 $(DESTDIR)$(mandir)/man5/hwameid.conf.5
+	install -Dm0644 packaging/man/hwamei-nbd.1 $(DESTDIR)$(mandir)/man1/hwamei-nbd.1
+	install -Dm0644 packaging/doc/troubleshooting.md $(DESTDIR)$(docdir)/troubleshooting.md
 
 # Packages. Each is built from a copy of the tree (tracked files and new, not ignored ones) in a
 # temporary directory and lands in $(PKGDIR); VERSION is the only version: the Debian changelog
