@@ -4,23 +4,28 @@
 
     /usr/bin/python3 tests/bench/bench_stream.py [--size-mib N] [--dir DIR]
 
-For three sources of the same size (default 2 GiB) — fully random, 10 % random data in a sparse
-file, and that sparse file again after 1 % of it changed (re-sent in full: this build has no
-delta mode yet) — one run each of:
+Three cases of the same size (default 2 GiB): a fully random volume, a sparse volume that is 10 %
+random data, and that sparse volume re-sent after 1 % of it changed (the destination holds the
+old version). For each, plain and over TLS-PSK, one run of:
 
-  hwamei-nbd copy SRC nbd://…            into nbdkit file (plain), and into nbdkit over TLS-PSK
-  nbdcopy --flush SRC nbd://…           the same two destinations
+  hwameid          hwamei-nbd copy SRC nbd://…  into hwamei-nbd serve DEST (the nodes' own path;
+                   the re-send uses the delta extension)
+  hwameid>nbdkit   hwamei-nbd copy SRC nbd://…  into nbdkit file DEST (our client alone)
+  nbdcopy          nbdcopy --flush SRC nbd://…  into nbdkit file DEST
 
-printing MB/s, CPU seconds per GiB (user+sys of the copying process) and peak RSS of the copying
-process for each, as "bench: <name> <value> <unit>" lines and a table, with the ratio
-hwameid/nbdcopy (the plain random case is the line named "ratio"). Every copy is flushed before
-it counts. Nothing is asserted about time: the exit status is 0 when everything ran, 1 when a
-copy failed. Sources live in DIR (default /dev/shm, so that reading them costs nothing);
-destinations in a temporary directory on disk. HWAMEID_BUILDDIR selects the build.
+printing MB/s, CPU seconds per GiB (user+sys of the copying process) and its peak RSS, as
+"bench: <name> <value> <unit>" lines and a table, the ratio hwameid/nbdcopy (the plain random case
+is the line named "ratio"), TLS over plain for hwameid, and for the re-send the share of the size
+that hwameid sent as data. Every copy is flushed before it counts. Nothing is asserted about time:
+the exit status is 0 when everything ran, 1 when a copy failed. Sources live in DIR (default
+/dev/shm, so that reading them costs nothing); destinations in a temporary directory on disk.
+HWAMEID_BUILDDIR selects the build.
 """
 
 import argparse
 import os
+import re
+import select
 import shutil
 import socket
 import subprocess
@@ -59,22 +64,29 @@ def make_sources(d, size):
             f.seek(off)
             f.write(os.urandom(MiB))
     changed_path = os.path.join(d, "sparse-changed.img")
-    shutil.copyfile(sparse_path, changed_path)
+    subprocess.run(["cp", "--sparse=always", sparse_path, changed_path], check=True)
     with open(changed_path, "r+b") as f:
         # 1 % of the size, in 64 KiB pieces spread over the data regions.
-        step = max(size // (size // 100 // (64 * 1024)), 10 * MiB)
-        for off in range(0, size, step):
-            f.seek(off)
+        pieces, regions = size // 100 // (64 * 1024), size // (10 * MiB)
+        for i in range(pieces):
+            f.seek((i % regions) * 10 * MiB + (i // regions) * 64 * 1024 % MiB)
             f.write(os.urandom(64 * 1024))
     return {"random": random_path, "sparse10": sparse_path, "sparse10-changed": changed_path}
 
 
-class Nbdkit:
-    def __init__(self, workdir, dest, size, psk=None):
-        self.port = free_port()
-        self.pidfile = os.path.join(workdir, f"nbdkit-{self.port}.pid")
+def prepare_dest(dest, size, old=None):
+    """The destination file: empty, or holding old (a previous version of the volume)."""
+    if old:
+        subprocess.run(["cp", "--sparse=always", old, dest], check=True)
+    else:
         with open(dest, "wb") as f:
             f.truncate(size)
+
+
+class Nbdkit:
+    def __init__(self, workdir, dest, psk=None):
+        self.port = free_port()
+        self.pidfile = os.path.join(workdir, f"nbdkit-{self.port}.pid")
         args = ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(self.port), "-P", self.pidfile]
         if psk:
             args += ["--tls=require", f"--tls-psk={psk}"]
@@ -96,10 +108,33 @@ class Nbdkit:
         self.proc.wait(10)
 
 
+class HwameiServe:
+    """hwamei-nbd serve DEST on a free loopback port."""
+
+    def __init__(self, workdir, dest, psk=None):
+        args = [HWAMEI_NBD, "serve", dest, "--listen", "127.0.0.1:0"]
+        if psk:
+            args += ["--psk-file", psk]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        m = re.search(r":(\d+)$", self.proc.stdout.readline().strip()) if ready else None
+        if not m:
+            self.proc.kill()
+            raise RuntimeError("hwamei-nbd serve did not start")
+        self.port = int(m.group(1))
+
+    def uri(self, psk=None):
+        return f"nbds://alice@127.0.0.1:{self.port}/" if psk else f"nbd://127.0.0.1:{self.port}/"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def run_measured(cmd):
     """Runs cmd; returns (seconds, cpu seconds, peak RSS KiB) of that process alone (wait4)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # ru_maxrss would count the parent's memory at fork; the process's own high-water mark is in
     # /proc while it runs.
     hwm = 0
@@ -117,11 +152,22 @@ def run_measured(cmd):
         time.sleep(0.02)
     elapsed = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read().decode(errors="replace")
     err = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close()
     proc.stderr.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err.strip()}")
-    return elapsed, usage.ru_utime + usage.ru_stime, hwm
+    return elapsed, usage.ru_utime + usage.ru_stime, hwm, out
+
+
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def bytes_sent(out):
+    """The data bytes hwamei-nbd copy reports having sent."""
+    m = re.search(r"\(([\d.]+) (\w+) sent,", out)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
 
 
 def main():
@@ -145,25 +191,33 @@ def main():
     with open(psk, "w") as f:
         f.write("alice:" + os.urandom(32).hex() + "\n")
     os.chmod(psk, 0o600)
-    results = {}
+    results, sent = {}, {}
     failed = False
+    tools = ("hwameid", "hwameid>nbdkit", "nbdcopy")
     try:
         print(f"bench-stream: making {args.size_mib} MiB sources in {srcdir}")
         sources = make_sources(srcdir, size)
-        for case, src in sources.items():
+        cases = {"random": (sources["random"], None),
+                 "sparse10": (sources["sparse10"], None),
+                 "resend1": (sources["sparse10-changed"], sources["sparse10"])}
+        for case, (src, old) in cases.items():
             for tls in (False, True):
-                for tool in ("hwameid", "nbdcopy"):
+                for tool in tools:
+                    key = psk if tls else None
                     dest = os.path.join(dstdir, "dest.img")
-                    server = Nbdkit(dstdir, dest, size, psk if tls else None)
+                    prepare_dest(dest, size, old)
+                    server = (HwameiServe if tool == "hwameid" else Nbdkit)(dstdir, dest, key)
                     try:
-                        if tool == "hwameid":
-                            cmd = [HWAMEI_NBD, "copy", src, server.uri(psk if tls else None)]
+                        if tool == "nbdcopy":
+                            cmd = ["nbdcopy", "--flush", src, server.uri(key)]
+                        else:
+                            cmd = [HWAMEI_NBD, "copy", src, server.uri(key)]
                             if tls:
                                 cmd += ["--psk-file", psk]
-                        else:
-                            cmd = ["nbdcopy", "--flush", src, server.uri(psk if tls else None)]
-                        secs, cpu, rss = run_measured(cmd)
+                        secs, cpu, rss, out = run_measured(cmd)
                         results[(case, tls, tool)] = (size / secs / 1e6, cpu / (size / GiB), rss)
+                        if tool != "nbdcopy":
+                            sent[(case, tls, tool)] = bytes_sent(out)
                     except RuntimeError as e:
                         print(f"bench-stream: {case} {'tls' if tls else 'plain'} {tool}: {e}", file=sys.stderr)
                         failed = True
@@ -174,25 +228,37 @@ def main():
         shutil.rmtree(srcdir, ignore_errors=True)
         shutil.rmtree(dstdir, ignore_errors=True)
 
-    print(f"\n{'case':<18}{'transport':<10}{'tool':<9}{'MB/s':>9}{'CPU s/GiB':>11}{'peak RSS':>11}")
-    for (case, tls, tool), (rate, cpu, rss) in sorted(results.items()):
-        t = "tls" if tls else "plain"
-        print(f"{case:<18}{t:<10}{tool:<9}{rate:>9.0f}{cpu:>11.2f}{rss / 1024:>8.1f} MiB")
-        name = f"stream_{case.replace('-', '_')}_{t}_{tool}"
-        print(f"bench: {name}_rate {rate:.1f} MB/s")
-        print(f"bench: {name}_cpu {cpu:.3f} s/GiB")
-        print(f"bench: {name}_rss {rss} KiB")
-    for case in sources:
+    def slug(*parts):
+        return "_".join(p.replace("-", "_").replace(">", "_to_") for p in parts)
+
+    print(f"\n{'case':<12}{'transport':<10}{'tool':<16}{'MB/s':>9}{'CPU s/GiB':>11}{'peak RSS':>12}{'sent':>9}")
+    for case in cases:
+        for tls in (False, True):
+            t = "tls" if tls else "plain"
+            for tool in tools:
+                if (case, tls, tool) not in results:
+                    continue
+                rate, cpu, rss = results[(case, tls, tool)]
+                moved = sent.get((case, tls, tool))
+                share = f"{100 * moved / size:7.1f}%" if moved is not None else "      -"
+                print(f"{case:<12}{t:<10}{tool:<16}{rate:>9.0f}{cpu:>11.2f}{rss / 1024:>8.1f} MiB{share:>9}")
+                name = slug("stream", case, t, tool)
+                print(f"bench: {name}_rate {rate:.1f} MB/s")
+                print(f"bench: {name}_cpu {cpu:.3f} s/GiB")
+                print(f"bench: {name}_rss {rss} KiB")
+                if moved is not None:
+                    print(f"bench: {name}_sent {100 * moved / size:.2f} %")
+    for case in cases:
         for tls in (False, True):
             a, b = results.get((case, tls, "hwameid")), results.get((case, tls, "nbdcopy"))
             if a and b:
-                name = "ratio" if (case == "random" and not tls) else f"ratio_{case.replace('-', '_')}_{'tls' if tls else 'plain'}"
+                name = "ratio" if (case == "random" and not tls) else slug("ratio", case, "tls" if tls else "plain")
                 print(f"bench: {name} {a[0] / b[0]:.2f} x")
     a, b = results.get(("random", True, "hwameid")), results.get(("random", False, "hwameid"))
     if a and b:
         print(f"bench: tls_over_plain {a[0] / b[0]:.2f} x")
-    print("(targets: plain ratio >= 1.0; hwameid TLS >= 0.8 x hwameid plain; the 1 %-changed re-send "
-          "moves under 5 % of the bytes once the delta mode exists — this build re-sends in full)")
+    print("(targets: plain ratio >= 1.0; hwameid TLS >= 0.8 x hwameid plain; sparse time proportional "
+          "to the data; the 1 %-changed re-send moves under 5 % of the bytes)")
     return 1 if failed else 0
 
 
