@@ -75,8 +75,8 @@ int copy_checkpoint_load(const char *path, CopyCheckpoint *ret, char **ret_sourc
                 return r;
 
         for (p = text; p && *p; p = next) {
-                static const char *const keys[] = { "version",   "source",       "destination", "size",
-                                                    "offset",    "sent",         "skipped",     "unchanged",
+                static const char *const keys[] = { "version",      "source",    "destination", "size",
+                                                    "offset",       "sent",      "skipped",     "unchanged",
                                                     "hash-version", "hash-state" };
                 char *eq, *value;
                 size_t k;
@@ -84,43 +84,47 @@ int copy_checkpoint_load(const char *path, CopyCheckpoint *ret, char **ret_sourc
                 line++;
                 next = strchr(p, '\n');
                 if (!next)
-                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: truncated line.", path, line);
+                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: truncated line.", path,
+                                               line);
                 *next++ = 0;
                 if (*p == '#' || *p == 0)
                         continue;
                 eq = strchr(p, '=');
                 if (!eq)
-                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: expected KEY=VALUE.", path, line);
+                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: expected KEY=VALUE.", path,
+                                               line);
                 *eq = 0;
                 value = eq + 1;
                 for (k = 0; k < ELEMENTSOF(keys); k++)
                         if (streq(p, keys[k]))
                                 break;
                 if (k == ELEMENTSOF(keys))
-                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: unknown key '%s'.", path, line,
-                                               p);
+                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: unknown key '%s'.", path,
+                                               line, p);
                 if (seen & (1U << k))
-                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: '%s' given twice.", path, line,
-                                               p);
+                        return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: '%s' given twice.", path,
+                                               line, p);
                 seen |= 1U << k;
 
                 switch (k) {
                 case 1:
                 case 2:
                         if (!valid_name(value))
-                                return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: bad %s.", path, line, p);
+                                return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: bad %s.", path,
+                                                       line, p);
                         if (free_and_strdup(k == 1 ? &source : &destination, value) < 0)
                                 return -ENOMEM;
                         break;
                 case 9:
                         if (parse_hex(value, &c) < 0)
-                                return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: bad hash-state.", path,
-                                                       line);
+                                return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: bad hash-state.",
+                                                       path, line);
                         break;
                 default: {
-                        uint64_t *const fields[] = { [0] = &version,     [3] = &c.size,    [4] = &c.offset,
-                                                     [5] = &c.sent,      [6] = &c.skipped, [7] = &c.unchanged,
-                                                     [8] = &hash_version };
+                        uint64_t *const fields[] = {
+                                [0] = &version,   [3] = &c.size,      [4] = &c.offset,    [5] = &c.sent,
+                                [6] = &c.skipped, [7] = &c.unchanged, [8] = &hash_version
+                        };
                         if (safe_atou64(value, fields[k]) < 0)
                                 return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s:%u: bad number for %s.",
                                                        path, line, p);
@@ -130,8 +134,9 @@ int copy_checkpoint_load(const char *path, CopyCheckpoint *ret, char **ret_sourc
         if (seen != (1U << 10) - 1)
                 return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s: keys are missing.", path);
         if (version != COPY_CHECKPOINT_VERSION)
-                return log_debug_errno(SYNTHETIC_ERRNO(EPROTONOSUPPORT), "%s: version %" PRIu64 " is not %d.",
-                                       path, version, COPY_CHECKPOINT_VERSION);
+                return log_debug_errno(SYNTHETIC_ERRNO(EPROTONOSUPPORT),
+                                       "%s: version %" PRIu64 " is not %d.", path, version,
+                                       COPY_CHECKPOINT_VERSION);
         if (c.offset > c.size || hash_version > UINT32_MAX || c.sent > c.offset || c.skipped > c.offset ||
             c.unchanged > c.offset)
                 return log_debug_errno(SYNTHETIC_ERRNO(EBADMSG), "%s: inconsistent figures.", path);

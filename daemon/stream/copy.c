@@ -53,10 +53,10 @@ struct Engine {
         size_t request_size;
         uint64_t align;
         uint64_t zero_max;
-        bool trust_map;    /* use the source's allocation map */
-        bool dst_can_zero; /* NBD destination supports WRITE_ZEROES */
-        bool zeroed;       /* assume_zeroed_destination */
-        uint32_t delta;    /* the destination's hash block size; 0: no delta */
+        bool trust_map;                        /* use the source's allocation map */
+        bool dst_can_zero;                     /* NBD destination supports WRITE_ZEROES */
+        bool zeroed;                           /* assume_zeroed_destination */
+        uint32_t delta;                        /* the destination's hash block size; 0: no delta */
         uint8_t zero_digest[COPY_DIGEST_SIZE]; /* of a block of delta zero bytes */
         CopyPhase phase;
         uint64_t start_pos; /* resumed from */
@@ -199,8 +199,8 @@ static int submit(Engine *e, Op *op, const CopyEndpoint *ep, const NbdCommand *c
         int r;
 
         op_get(op);
-        r = nbd_client_submit(next_conn(e, ep), cmd, cmd->type == NBD_CMD_HWAMEID_HASH ? hash_completed : op_completed,
-                              op);
+        r = nbd_client_submit(next_conn(e, ep), cmd,
+                              cmd->type == NBD_CMD_HWAMEID_HASH ? hash_completed : op_completed, op);
         if (r < 0)
                 op_put(op, r);
         return r;
@@ -225,7 +225,8 @@ static void throttle(Engine *e, uint64_t len) {
                 if (e->bw_bytes + len <= allowed || cancelled(e))
                         break;
                 wait = (usec_t) ((double) (e->bw_bytes + len - allowed) * USEC_PER_SEC / (double) rate) + 1;
-                (void) nanosleep(&(struct timespec){ .tv_nsec = (long) (MIN(wait, 100 * USEC_PER_MSEC) * NSEC_PER_USEC) },
+                (void) nanosleep(&(struct timespec){ .tv_nsec = (long) (MIN(wait, 100 * USEC_PER_MSEC) *
+                                                                        NSEC_PER_USEC) },
                                  NULL);
         }
         e->bw_bytes += len;
@@ -924,9 +925,10 @@ static int resume_at(Engine *e, const CopyCheckpoint *c) {
                 CopyOptions o = *e->o;
                 int r;
 
-                log_debug("copy: the checkpoint's digest state is not usable here; hashing the first %" PRIu64
-                          " bytes of the source again.",
-                          c->offset);
+                log_debug(
+                        "copy: the checkpoint's digest state is not usable here; hashing the first %" PRIu64
+                        " bytes of the source again.",
+                        c->offset);
                 o.progress = NULL;
                 r = engine_init(&h, e->src, NULL, c->offset, true, &o);
                 if (r < 0)

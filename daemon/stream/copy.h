@@ -69,10 +69,10 @@
 #define COPY_REQUESTS_MAX         1024U
 #define COPY_ZERO_BLOCK           4096U
 /* Largest zero range sent as one NBD_CMD_WRITE_ZEROES. */
-#define COPY_ZERO_MAX          (128U * 1024U * 1024U)
-#define COPY_DIGEST_SIZE       16
-#define COPY_DIGEST_STRING_MAX (2 * COPY_DIGEST_SIZE + 1)
-#define COPY_HASH_STATE_MAX    1024
+#define COPY_ZERO_MAX                    (128U * 1024U * 1024U)
+#define COPY_DIGEST_SIZE                 16
+#define COPY_DIGEST_STRING_MAX           (2 * COPY_DIGEST_SIZE + 1)
+#define COPY_HASH_STATE_MAX              1024
 #define COPY_CHECKPOINT_INTERVAL_DEFAULT (5 * USEC_PER_SEC)
 
 /* One side: a local device or file (dev), or n_conns connections to one NBD export. */
@@ -110,8 +110,8 @@ typedef void (*CopyProgressFn)(const CopyProgress *p, void *userdata);
 /* Where an interrupted copy resumes. Plain data: callers store it (copy-checkpoint.h writes it to
  * a file). */
 typedef struct CopyCheckpoint {
-        uint64_t size;   /* the source's size */
-        uint64_t offset; /* every byte below was copied, acknowledged and flushed */
+        uint64_t size;                     /* the source's size */
+        uint64_t offset;                   /* every byte below was copied, acknowledged and flushed */
         uint64_t sent, skipped, unchanged; /* of [0, offset), over all runs */
         /* The digest's running state at offset: an XXH3 state of libxxhash hash_version, opaque.
          * hash_state_size 0: not known (another libxxhash wrote it); the source's first offset
@@ -147,7 +147,7 @@ typedef struct CopyResult {
         uint64_t sent, skipped, unchanged; /* by this run */
         uint64_t resumed_from;             /* the resume point's offset; 0 for a fresh copy */
         bool delta;                        /* block hashes were compared */
-        uint8_t digest[COPY_DIGEST_SIZE]; /* of the source's content */
+        uint8_t digest[COPY_DIGEST_SIZE];  /* of the source's content */
         bool verified;
         uint8_t destination_digest[COPY_DIGEST_SIZE]; /* with verify */
         usec_t elapsed;                               /* copy and flush */

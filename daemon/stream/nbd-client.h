@@ -82,7 +82,7 @@ typedef struct NbdExportInfo {
         bool base_allocation; /* base:allocation selected: BLOCK_STATUS available */
         uint32_t meta_context_id;
         bool fixed_newstyle;
-        bool used_export_name; /* negotiation ended with NBD_OPT_EXPORT_NAME */
+        bool used_export_name;     /* negotiation ended with NBD_OPT_EXPORT_NAME */
         uint32_t delta_block_size; /* the server hashes blocks of this size (NBD_CMD_HWAMEID_HASH); 0: no */
 } NbdExportInfo;
 
@@ -118,7 +118,8 @@ typedef struct NbdExtent {
 } NbdExtent;
 
 typedef struct NbdCommand {
-        uint16_t type;  /* NBD_CMD_READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE, HWAMEID_HASH */
+        uint16_t
+                type; /* NBD_CMD_READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE, HWAMEID_HASH */
         uint16_t flags; /* NBD_CMD_FLAG_* */
         uint64_t offset;
         uint32_t length;

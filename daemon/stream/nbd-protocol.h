@@ -10,88 +10,88 @@
 #include <stdint.h>
 
 /* Negotiation */
-#define NBD_MAGIC UINT64_C(0x4e42444d41474943)         /* "NBDMAGIC" */
-#define NBD_OPTS_MAGIC UINT64_C(0x49484156454F5054)    /* "IHAVEOPT" */
-#define NBD_REP_MAGIC UINT64_C(0x0003e889045565a9)
+#define NBD_MAGIC                 UINT64_C(0x4e42444d41474943) /* "NBDMAGIC" */
+#define NBD_OPTS_MAGIC            UINT64_C(0x49484156454F5054) /* "IHAVEOPT" */
+#define NBD_REP_MAGIC             UINT64_C(0x0003e889045565a9)
 
-#define NBD_FLAG_FIXED_NEWSTYLE (1U << 0) /* handshake flags (server) */
-#define NBD_FLAG_NO_ZEROES (1U << 1)
+#define NBD_FLAG_FIXED_NEWSTYLE   (1U << 0) /* handshake flags (server) */
+#define NBD_FLAG_NO_ZEROES        (1U << 1)
 #define NBD_FLAG_C_FIXED_NEWSTYLE (1U << 0) /* client flags */
-#define NBD_FLAG_C_NO_ZEROES (1U << 1)
+#define NBD_FLAG_C_NO_ZEROES      (1U << 1)
 
-#define NBD_OPT_EXPORT_NAME 1
-#define NBD_OPT_ABORT 2
-#define NBD_OPT_LIST 3
-#define NBD_OPT_STARTTLS 5
-#define NBD_OPT_INFO 6
-#define NBD_OPT_GO 7
-#define NBD_OPT_STRUCTURED_REPLY 8
+#define NBD_OPT_EXPORT_NAME       1
+#define NBD_OPT_ABORT             2
+#define NBD_OPT_LIST              3
+#define NBD_OPT_STARTTLS          5
+#define NBD_OPT_INFO              6
+#define NBD_OPT_GO                7
+#define NBD_OPT_STRUCTURED_REPLY  8
 #define NBD_OPT_LIST_META_CONTEXT 9
-#define NBD_OPT_SET_META_CONTEXT 10
-#define NBD_OPT_EXTENDED_HEADERS 11
+#define NBD_OPT_SET_META_CONTEXT  10
+#define NBD_OPT_EXTENDED_HEADERS  11
 /* hwameid peers only (an option number no standard peer knows, so they answer
  * NBD_REP_ERR_UNSUP): block hashes for delta copies. See "The delta extension" below. */
-#define NBD_OPT_HWAMEID_DELTA UINT32_C(0x48574d44) /* "HWMD" */
+#define NBD_OPT_HWAMEID_DELTA       UINT32_C(0x48574d44) /* "HWMD" */
 
-#define NBD_REP_ACK 1
-#define NBD_REP_SERVER 2
-#define NBD_REP_INFO 3
-#define NBD_REP_META_CONTEXT 4
-#define NBD_REP_FLAG_ERROR (UINT32_C(1) << 31)
-#define NBD_REP_ERR_UNSUP (NBD_REP_FLAG_ERROR | 1)
-#define NBD_REP_ERR_POLICY (NBD_REP_FLAG_ERROR | 2)
-#define NBD_REP_ERR_INVALID (NBD_REP_FLAG_ERROR | 3)
-#define NBD_REP_ERR_PLATFORM (NBD_REP_FLAG_ERROR | 4)
-#define NBD_REP_ERR_TLS_REQD (NBD_REP_FLAG_ERROR | 5)
-#define NBD_REP_ERR_UNKNOWN (NBD_REP_FLAG_ERROR | 6)
-#define NBD_REP_ERR_SHUTDOWN (NBD_REP_FLAG_ERROR | 7)
+#define NBD_REP_ACK                 1
+#define NBD_REP_SERVER              2
+#define NBD_REP_INFO                3
+#define NBD_REP_META_CONTEXT        4
+#define NBD_REP_FLAG_ERROR          (UINT32_C(1) << 31)
+#define NBD_REP_ERR_UNSUP           (NBD_REP_FLAG_ERROR | 1)
+#define NBD_REP_ERR_POLICY          (NBD_REP_FLAG_ERROR | 2)
+#define NBD_REP_ERR_INVALID         (NBD_REP_FLAG_ERROR | 3)
+#define NBD_REP_ERR_PLATFORM        (NBD_REP_FLAG_ERROR | 4)
+#define NBD_REP_ERR_TLS_REQD        (NBD_REP_FLAG_ERROR | 5)
+#define NBD_REP_ERR_UNKNOWN         (NBD_REP_FLAG_ERROR | 6)
+#define NBD_REP_ERR_SHUTDOWN        (NBD_REP_FLAG_ERROR | 7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD (NBD_REP_FLAG_ERROR | 8)
-#define NBD_REP_ERR_TOO_BIG (NBD_REP_FLAG_ERROR | 9)
+#define NBD_REP_ERR_TOO_BIG         (NBD_REP_FLAG_ERROR | 9)
 
-#define NBD_INFO_EXPORT 0
-#define NBD_INFO_NAME 1
-#define NBD_INFO_DESCRIPTION 2
-#define NBD_INFO_BLOCK_SIZE 3
+#define NBD_INFO_EXPORT             0
+#define NBD_INFO_NAME               1
+#define NBD_INFO_DESCRIPTION        2
+#define NBD_INFO_BLOCK_SIZE         3
 
 /* Transmission flags */
-#define NBD_FLAG_HAS_FLAGS (1U << 0)
-#define NBD_FLAG_READ_ONLY (1U << 1)
-#define NBD_FLAG_SEND_FLUSH (1U << 2)
-#define NBD_FLAG_SEND_FUA (1U << 3)
-#define NBD_FLAG_ROTATIONAL (1U << 4)
-#define NBD_FLAG_SEND_TRIM (1U << 5)
+#define NBD_FLAG_HAS_FLAGS         (1U << 0)
+#define NBD_FLAG_READ_ONLY         (1U << 1)
+#define NBD_FLAG_SEND_FLUSH        (1U << 2)
+#define NBD_FLAG_SEND_FUA          (1U << 3)
+#define NBD_FLAG_ROTATIONAL        (1U << 4)
+#define NBD_FLAG_SEND_TRIM         (1U << 5)
 #define NBD_FLAG_SEND_WRITE_ZEROES (1U << 6)
-#define NBD_FLAG_SEND_DF (1U << 7)
-#define NBD_FLAG_CAN_MULTI_CONN (1U << 8)
-#define NBD_FLAG_SEND_CACHE (1U << 10)
-#define NBD_FLAG_SEND_FAST_ZERO (1U << 11)
+#define NBD_FLAG_SEND_DF           (1U << 7)
+#define NBD_FLAG_CAN_MULTI_CONN    (1U << 8)
+#define NBD_FLAG_SEND_CACHE        (1U << 10)
+#define NBD_FLAG_SEND_FAST_ZERO    (1U << 11)
 
 /* Transmission */
-#define NBD_REQUEST_MAGIC UINT32_C(0x25609513)
-#define NBD_SIMPLE_REPLY_MAGIC UINT32_C(0x67446698)
-#define NBD_STRUCTURED_REPLY_MAGIC UINT32_C(0x668e33ef)
+#define NBD_REQUEST_MAGIC           UINT32_C(0x25609513)
+#define NBD_SIMPLE_REPLY_MAGIC      UINT32_C(0x67446698)
+#define NBD_STRUCTURED_REPLY_MAGIC  UINT32_C(0x668e33ef)
 
-#define NBD_CMD_READ 0
-#define NBD_CMD_WRITE 1
-#define NBD_CMD_DISC 2
-#define NBD_CMD_FLUSH 3
-#define NBD_CMD_TRIM 4
-#define NBD_CMD_CACHE 5
-#define NBD_CMD_WRITE_ZEROES 6
-#define NBD_CMD_BLOCK_STATUS 7
+#define NBD_CMD_READ                0
+#define NBD_CMD_WRITE               1
+#define NBD_CMD_DISC                2
+#define NBD_CMD_FLUSH               3
+#define NBD_CMD_TRIM                4
+#define NBD_CMD_CACHE               5
+#define NBD_CMD_WRITE_ZEROES        6
+#define NBD_CMD_BLOCK_STATUS        7
 
-#define NBD_CMD_FLAG_FUA (1U << 0)
-#define NBD_CMD_FLAG_NO_HOLE (1U << 1)
-#define NBD_CMD_FLAG_DF (1U << 2)
-#define NBD_CMD_FLAG_REQ_ONE (1U << 3)
-#define NBD_CMD_FLAG_FAST_ZERO (1U << 4)
+#define NBD_CMD_FLAG_FUA            (1U << 0)
+#define NBD_CMD_FLAG_NO_HOLE        (1U << 1)
+#define NBD_CMD_FLAG_DF             (1U << 2)
+#define NBD_CMD_FLAG_REQ_ONE        (1U << 3)
+#define NBD_CMD_FLAG_FAST_ZERO      (1U << 4)
 
-#define NBD_REPLY_FLAG_DONE (1U << 0)
-#define NBD_REPLY_TYPE_NONE 0
-#define NBD_REPLY_TYPE_OFFSET_DATA 1
-#define NBD_REPLY_TYPE_OFFSET_HOLE 2
+#define NBD_REPLY_FLAG_DONE         (1U << 0)
+#define NBD_REPLY_TYPE_NONE         0
+#define NBD_REPLY_TYPE_OFFSET_DATA  1
+#define NBD_REPLY_TYPE_OFFSET_HOLE  2
 #define NBD_REPLY_TYPE_BLOCK_STATUS 5
-#define NBD_REPLY_TYPE_ERROR ((1U << 15) | 1)
+#define NBD_REPLY_TYPE_ERROR        ((1U << 15) | 1)
 #define NBD_REPLY_TYPE_ERROR_OFFSET ((1U << 15) | 2)
 
 /*
@@ -123,27 +123,27 @@
 #define NBD_HWAMEID_DELTA_BLOCK_DEFAULT (64U << 10)
 #define NBD_HWAMEID_HASH_SIZE           16U
 #define NBD_HWAMEID_HASH_MAX_COUNT      (128U << 20)
-#define NBD_CMD_HWAMEID_HASH            UINT16_C(0x4857)  /* "HW" */
+#define NBD_CMD_HWAMEID_HASH            UINT16_C(0x4857) /* "HW" */
 #define NBD_REPLY_TYPE_HWAMEID_HASHES   UINT16_C(0x4848) /* "HH" (non-error: bit 15 clear) */
 
-#define NBD_STATE_HOLE (1U << 0)
-#define NBD_STATE_ZERO (1U << 1)
+#define NBD_STATE_HOLE                  (1U << 0)
+#define NBD_STATE_ZERO                  (1U << 1)
 
 /* Error values on the wire (not errno values: map them) */
-#define NBD_EPERM 1
-#define NBD_EIO 5
-#define NBD_ENOMEM 12
-#define NBD_EINVAL 22
-#define NBD_ENOSPC 28
+#define NBD_EPERM     1
+#define NBD_EIO       5
+#define NBD_ENOMEM    12
+#define NBD_EINVAL    22
+#define NBD_ENOSPC    28
 #define NBD_EOVERFLOW 75
-#define NBD_ENOTSUP 95
+#define NBD_ENOTSUP   95
 #define NBD_ESHUTDOWN 108
 
 /* Limits */
-#define NBD_MAX_STRING 4096         /* export names, messages */
-#define NBD_MAX_OPTION_LENGTH 65536 /* more than any option we accept needs */
-#define NBD_MAX_PAYLOAD (32U << 20) /* READ/WRITE; the spec's interoperable maximum */
-#define NBD_DEFAULT_PORT 10809
+#define NBD_MAX_STRING           4096        /* export names, messages */
+#define NBD_MAX_OPTION_LENGTH    65536       /* more than any option we accept needs */
+#define NBD_MAX_PAYLOAD          (32U << 20) /* READ/WRITE; the spec's interoperable maximum */
+#define NBD_DEFAULT_PORT         10809
 #define NBD_META_BASE_ALLOCATION "base:allocation"
 
 struct nbd_new_handshake {
@@ -246,7 +246,7 @@ static inline uint32_t nbd_errno_to_wire(int error) {
         switch (error < 0 ? -error : error) {
         case 0:
                 return 0;
-        case 1: /* EPERM */
+        case 1:  /* EPERM */
         case 13: /* EACCES */
         case 30: /* EROFS */
                 return NBD_EPERM;

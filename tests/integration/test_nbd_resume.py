@@ -231,8 +231,9 @@ def test_resend_to_an_hwameid_server_moves_only_changed_blocks(tmp_path, servers
     m = result(p)
     assert "verified" in p.stdout
     assert cmp(src, dst)
-    # Hash blocks are 64 KiB: each changed piece touches at most one more block than it covers.
-    assert to_bytes(m["sent"]) <= changed + (changed // (256 * 1024)) * 64 * 1024
+    # Hash blocks are 64 KiB: each changed piece touches at most one more block than it covers
+    # (and the figure is printed to one decimal).
+    assert to_bytes(m["sent"]) <= 1.06 * (changed + (changed // (256 * 1024)) * 64 * 1024)
     assert to_bytes(m["sent"]) < 0.05 * to_bytes(first["sent"]) + changed
     assert to_bytes(m["unchanged"]) >= size - 2 * changed
 

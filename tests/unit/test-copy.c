@@ -186,13 +186,19 @@ static void test_a_resume_point_for_another_size_is_estale(void **state) {
 
         (void) state;
         assert_int_equal(blockdev_open(src_path, BLOCKDEV_READ_ONLY, &s), 0);
-        assert_int_equal(copy_run(&(CopyEndpoint){ .dev = s }, &(CopyEndpoint){ .dev = d }, &o, &res), -ESTALE);
+        assert_int_equal(copy_run(&(CopyEndpoint){ .dev = s }, &(CopyEndpoint){ .dev = d }, &o, &res),
+                         -ESTALE);
         c = (CopyCheckpoint){ .size = SIZE, .offset = SIZE + 1 };
-        assert_int_equal(copy_run(&(CopyEndpoint){ .dev = s }, &(CopyEndpoint){ .dev = d }, &o, &res), -ESTALE);
+        assert_int_equal(copy_run(&(CopyEndpoint){ .dev = s }, &(CopyEndpoint){ .dev = d }, &o, &res),
+                         -ESTALE);
 }
 
 static void test_checkpoint_files_round_trip(void **state) {
-        CopyCheckpoint c = { .size = SIZE, .offset = 3 * MiB, .sent = MiB, .skipped = 2 * MiB, .hash_version = 801,
+        CopyCheckpoint c = { .size = SIZE,
+                             .offset = 3 * MiB,
+                             .sent = MiB,
+                             .skipped = 2 * MiB,
+                             .hash_version = 801,
                              .hash_state_size = 5 },
                        got;
         _cleanup_free_ char *s = NULL, *d = NULL;
@@ -223,21 +229,25 @@ static void write_text(const char *text) {
 }
 
 static void test_damaged_checkpoint_files_are_refused(void **state) {
-        static const char good[] = "version=1\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\n"
-                                   "unchanged=0\nhash-version=801\nhash-state=00ff\n";
+        static const char good[] =
+                "version=1\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\n"
+                "unchanged=0\nhash-version=801\nhash-state=00ff\n";
         static const struct {
                 const char *text;
                 int error;
         } bad[] = {
-                { "version=1\n", -EBADMSG },                                     /* keys missing */
-                { "version=2\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\nunchanged=0\n"
+                { "version=1\n", -EBADMSG }, /* keys missing */
+                { "version=2\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\nunchanged="
+                  "0\n"
                   "hash-version=801\nhash-state=\n",
                   -EPROTONOSUPPORT },
-                { "version=1\nsource=a\ndestination=b\nsize=100\noffset=500\nsent=10\nskipped=0\nunchanged=0\n"
+                { "version=1\nsource=a\ndestination=b\nsize=100\noffset=500\nsent=10\nskipped=0\nunchanged="
+                  "0\n"
                   "hash-version=801\nhash-state=\n",
                   -EBADMSG }, /* offset past the size */
                 { "version=1\nversion=1\n", -EBADMSG },
-                { "version=1\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\nunchanged=0\n"
+                { "version=1\nsource=a\ndestination=b\nsize=100\noffset=50\nsent=10\nskipped=0\nunchanged="
+                  "0\n"
                   "hash-version=801\nhash-state=0",
                   -EBADMSG }, /* no final newline: truncated */
                 { "version=1\nsource=a\ndestination=b\nsize=-1\noffset=50\nsent=10\nskipped=0\nunchanged=0\n"
@@ -258,7 +268,8 @@ static void test_damaged_checkpoint_files_are_refused(void **state) {
         assert_int_equal(unlink(ck_path), 0);
         assert_int_equal(copy_checkpoint_load(ck_path, &c, NULL, NULL), -ENOENT);
         /* Names with control characters are not written. */
-        assert_int_equal(copy_checkpoint_save(ck_path, &(CopyCheckpoint){ .size = 1 }, "a\nb", "c"), -EINVAL);
+        assert_int_equal(copy_checkpoint_save(ck_path, &(CopyCheckpoint){ .size = 1 }, "a\nb", "c"),
+                         -EINVAL);
 }
 
 int main(void) {
