@@ -7,6 +7,7 @@
 #include "../basic/json-util.h"
 #include "../basic/random-util.h"
 #include "../basic/string-util.h"
+#include "../controller/migrate.h"
 #include "../election/lease.h"
 #include "../informer/informer.h"
 #include "../kube/kube-client.h"
@@ -46,6 +47,7 @@ struct Cluster {
         LsnWriter *lsn;
         ReplicaController *replicas;
         SyncAgent *sync;
+        MigrateController *migrate; /* while leading */
         char *identity, *stream_problem, *checkpoint_dir;
         bool node_registered, leading;
 };
@@ -177,8 +179,16 @@ static void cluster_on_node_health(Informer *inf, int error, void *userdata) {
 
 static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
         Cluster *c = userdata;
+        int r;
 
         c->leading = true;
+        r = migrate_controller_new(c->client, c->events, &c->migrate);
+        if (r >= 0)
+                r = migrate_controller_start(c->migrate);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the migrate controller: %m");
+                c->migrate = migrate_controller_free(c->migrate);
+        }
         /* As client-go does, on the Lease: `kubectl get events -n <namespace>` shows who leads. */
         event_recorder_emit(c->events, "coordination.k8s.io/v1", "Lease", leader_elector_lease(le),
                             EVENT_NORMAL, "LeaderElection", "%s became leader", c->identity);
@@ -192,6 +202,7 @@ static void cluster_on_stopped_leading(LeaderElector *le, void *userdata) {
 
         (void) le;
         c->leading = false;
+        c->migrate = migrate_controller_free(c->migrate);
         if (c->cb.leading)
                 c->cb.leading(c, false, c->userdata);
         cluster_changed(c);
@@ -359,6 +370,7 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->migrate = migrate_controller_free(c->migrate);
         c->sync = sync_agent_free(c->sync);
         c->replicas = replica_controller_free(c->replicas);
         c->lsn = lsn_writer_free(c->lsn);

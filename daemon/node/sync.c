@@ -586,6 +586,12 @@ static cJSON *push_status_json(SyncEntry *e, Job *j, const char *state, const ch
                 cJSON_AddNumberToObject(o, "etaSeconds",
                                         (double) (uint64_t) ((double) (p.total - p.done) / rate));
         cJSON_AddNumberToObject(o, "attempts", e->attempts);
+        if (j->kind == JOB_PUSH) {
+                _cleanup_json_ cJSON *spec = cJSON_Parse(j->spec);
+                uint64_t round = 0;
+                if (json_get_u64(spec, "round", &round) >= 0)
+                        cJSON_AddNumberToObject(o, "round", (double) round);
+        }
         if (res.resumed_from > 0)
                 cJSON_AddNumberToObject(o, "resumedFrom", (double) res.resumed_from);
         if (streq(state, "Done")) {

@@ -28,7 +28,8 @@
  *                  cancels the push and drops its checkpoint.
  *   PUSH_STATUS    (node)    {"identity": I, "state": "Copying"|"Done"|"Failed", "bytesTotal",
  *                  "bytesDone", "bytesSent", "bytesPerSecond", "etaSeconds", "digest", "message",
- *                  "attempts", "resumedFrom"}: progress at most every few seconds, and the end.
+ *                  "attempts", "resumedFrom", "round"}: progress at most every few seconds, and the
+ *                  end; "round" echoes PUSH's, so the leader knows which request it answers.
  *                  A failed push is retried with a growing delay while PUSH stays.
  */
 

@@ -1,0 +1,851 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../basic/hashmap.h"
+#include "../basic/json-util.h"
+#include "../basic/string-util.h"
+#include "../informer/informer.h"
+#include "../log/log.h"
+#include "../node/sync.h"
+#include "migrate.h"
+
+#define API             "/apis/hwameistor.io/v1alpha1"
+#define MIGRATE_PATH    API "/localvolumemigrates"
+#define VOLUME_PATH     API "/localvolumes"
+#define REPLICA_PATH    API "/localvolumereplicas"
+#define LSN_PATH        API "/localstoragenodes"
+#define RESYNC_INTERVAL (5 * USEC_PER_SEC)
+#define RETRY_DELAY     (2 * USEC_PER_SEC)
+
+struct MigrateController {
+        KubeClient *client;
+        EventRecorder *events;
+        Informer *migrates, *volumes, *replicas, *nodes;
+        Hashmap *queue; /* name → name (owned) */
+        /* name → the resourceVersion a status write was based on: until the cache shows a newer
+         * version of that migration, it is not looked at again (its cached state is stale). */
+        Hashmap *stale;
+        char *busy;
+        KubeRequest *request;
+        sd_event_source *defer, *resync;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static const cJSON *field(const cJSON *o, const char *a, const char *b) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
+}
+
+static const char *name_of(const cJSON *o) {
+        return json_get_string(field(o, "metadata", NULL), "name");
+}
+
+static const char *annotation(const cJSON *o, const char *key) {
+        return json_get_string(field(o, "metadata", "annotations"), key);
+}
+
+static cJSON *annotation_json(const cJSON *o, const char *key) {
+        const char *s = annotation(o, key);
+        return s ? cJSON_Parse(s) : NULL;
+}
+
+static cJSON *cached(Informer *inf, const char *name) {
+        cJSON *o = NULL;
+        return name && kube_cache_get(informer_cache(inf), NULL, name, &o) > 0 ? o : NULL;
+}
+
+typedef struct ReplicaQuery {
+        const char *volume, *node;
+        cJSON *found;
+} ReplicaQuery;
+
+static int replica_match(const cJSON *o, void *userdata) {
+        ReplicaQuery *q = userdata;
+        const cJSON *spec = field(o, "spec", NULL);
+
+        if (!q->found && streq_ptr(json_get_string(spec, "volumeName"), q->volume) &&
+            streq_ptr(json_get_string(spec, "nodeName"), q->node) &&
+            !field(o, "metadata", "deletionTimestamp"))
+                q->found = cJSON_Duplicate(o, true);
+        return 0;
+}
+
+/* The replica of volume on node (a parsed copy), or NULL. */
+static cJSON *find_replica(MigrateController *mc, const char *volume, const char *node) {
+        ReplicaQuery q = { .volume = volume, .node = node };
+        (void) kube_cache_foreach(informer_cache(mc->replicas), replica_match, &q);
+        return q.found;
+}
+
+static void now_rfc3339(char buf[static 32]) {
+        time_t t = (time_t) (now(CLOCK_REALTIME) / USEC_PER_SEC);
+        struct tm tm;
+        strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+}
+
+/* ---- the queue and writes ------------------------------------------------------------------ */
+
+static void mc_enqueue(MigrateController *mc, const char *name) {
+        char *copy;
+
+        if (!name)
+                return;
+        (void) sd_event_source_set_enabled(mc->defer, SD_EVENT_ONESHOT);
+        if (hashmap_contains(mc->queue, name))
+                return;
+        copy = strdup(name);
+        if (!copy || hashmap_put(mc->queue, copy, copy) < 0)
+                free(copy);
+}
+
+static int enqueue_json(const char *key, const char *rv, const char *json, void *userdata) {
+        (void) rv, (void) json;
+        mc_enqueue(userdata, key);
+        return 0;
+}
+
+static void mc_enqueue_all(MigrateController *mc) {
+        (void) kube_cache_foreach_json(informer_cache(mc->migrates), enqueue_json, mc);
+}
+
+static void stale_forget(MigrateController *mc, const char *name);
+
+static void mc_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) {
+        MigrateController *mc = userdata;
+        _cleanup_free_ char *name = TAKE_PTR(mc->busy);
+
+        (void) req;
+        mc->request = NULL;
+        if (resp->error < 0 && resp->error != -ENOENT && resp->error != -EEXIST) {
+                log_warning("Migration %s: writing to the API failed: %s; retrying.", strna(name),
+                            resp->message);
+                if (name)
+                        stale_forget(mc, name); /* nothing changed: the cache is not stale */
+                (void) sd_event_source_set_time_relative(mc->resync, RETRY_DELAY);
+                (void) sd_event_source_set_enabled(mc->resync, SD_EVENT_ON);
+                return;
+        }
+        mc_enqueue(mc, name); /* look again: the next step may be due */
+}
+
+static int mc_send(MigrateController *mc, KubeMethod method, const char *path, const cJSON *body) {
+        int r = kube_request(mc->client, method, path, body, mc_on_written, mc, &mc->request);
+        return r < 0 ? r : 1;
+}
+
+static void stale_forget(MigrateController *mc, const char *name) {
+        const char *key = NULL;
+        char *rv = hashmap_get2(mc->stale, name, &key);
+
+        if (!rv)
+                return;
+        hashmap_remove(mc->stale, name);
+        free((char *) key);
+        free(rv);
+}
+
+static void stale_remember(MigrateController *mc, const char *name) {
+        const char *rv = kube_cache_get_rv(informer_cache(mc->migrates), NULL, name);
+        char *k, *v;
+
+        stale_forget(mc, name);
+        k = strdup(name);
+        v = rv ? strdup(rv) : NULL;
+        if (!k || !v || hashmap_put(mc->stale, k, v) < 0) {
+                free(k);
+                free(v);
+        }
+}
+
+/* Merge-patches the migration's status with the fields of st (consumed). */
+static int set_status(MigrateController *mc, const char *name, cJSON *st) {
+        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (!body || !st || asprintf(&path, MIGRATE_PATH "/%s/status", name) < 0) {
+                cJSON_Delete(st);
+                return -ENOMEM;
+        }
+        cJSON_AddItemToObject(body, "status", st);
+        r = mc_send(mc, KUBE_PATCH_MERGE, path, body);
+        if (r > 0)
+                stale_remember(mc, name);
+        return r;
+}
+
+static cJSON *status_of(const char *state, const char *message) {
+        cJSON *st = cJSON_CreateObject();
+
+        if (!st)
+                return NULL;
+        if ((state && !cJSON_AddStringToObject(st, "state", state)) ||
+            !(message ? cJSON_AddStringToObject(st, "message", message)
+                      : cJSON_AddNullToObject(st, "message"))) {
+                cJSON_Delete(st);
+                return NULL;
+        }
+        return st;
+}
+
+/* Sets (value) or removes (NULL) one annotation of a replica; value_json is consumed. */
+static int annotate(MigrateController *mc, const char *replica, const char *key, cJSON *value_json) {
+        _cleanup_json_ cJSON *body = cJSON_CreateObject(), *value = value_json;
+        _cleanup_free_ char *path = NULL, *text = value ? cJSON_PrintUnformatted(value) : NULL;
+        cJSON *ann;
+
+        ann = body ? cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "metadata"), "annotations")
+                   : NULL;
+        if (!ann || (value && !text) || asprintf(&path, REPLICA_PATH "/%s", replica) < 0)
+                return -ENOMEM;
+        if (!(text ? cJSON_AddStringToObject(ann, key, text) : cJSON_AddNullToObject(ann, key)))
+                return -ENOMEM;
+        return mc_send(mc, KUBE_PATCH_MERGE, path, body);
+}
+
+/* Removes two annotations of a replica in one write. */
+static int unannotate2(MigrateController *mc, const char *replica, const char *k1, const char *k2) {
+        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+        _cleanup_free_ char *path = NULL;
+        cJSON *ann;
+
+        ann = body ? cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "metadata"), "annotations")
+                   : NULL;
+        if (!ann || !cJSON_AddNullToObject(ann, k1) || !cJSON_AddNullToObject(ann, k2) ||
+            asprintf(&path, REPLICA_PATH "/%s", replica) < 0)
+                return -ENOMEM;
+        return mc_send(mc, KUBE_PATCH_MERGE, path, body);
+}
+
+static int delete_replica(MigrateController *mc, const char *replica) {
+        _cleanup_free_ char *path = NULL;
+
+        if (asprintf(&path, REPLICA_PATH "/%s", replica) < 0)
+                return -ENOMEM;
+        return mc_send(mc, KUBE_DELETE, path, NULL);
+}
+
+static void emit(MigrateController *mc, const cJSON *m, const char *type, const char *reason,
+                 const char *msg) {
+        event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolumeMigrate", m, type, reason,
+                            "%s", msg);
+}
+
+/* ---- steps ---------------------------------------------------------------------------------- */
+
+typedef struct TargetQuery {
+        MigrateController *mc;
+        const char *source, *pool, *volume;
+        uint64_t need;
+        const cJSON *suggested;
+        char *best;
+        uint64_t best_free;
+        int best_rank; /* position in suggested, or INT32_MAX */
+        char why[256];
+} TargetQuery;
+
+static int target_consider(const cJSON *lsn, void *userdata) {
+        TargetQuery *q = userdata;
+        const char *node = name_of(lsn);
+        const cJSON *pool = field(field(lsn, "status", "pools"), q->pool, NULL);
+        _cleanup_json_ cJSON *existing = NULL;
+        uint64_t free_bytes = 0;
+        int rank = INT32_MAX, i = 0;
+        const cJSON *s;
+
+        if (!node || streq(node, q->source))
+                return 0;
+        cJSON_ArrayForEach(s, q->suggested) {
+                if (cJSON_IsString(s) && streq(s->valuestring, node))
+                        rank = i;
+                i++;
+        }
+        if (cJSON_GetArraySize(q->suggested) > 0 && rank == INT32_MAX)
+                return 0;
+        if (!streq_ptr(json_get_string(field(lsn, "status", NULL), "state"), "Ready")) {
+                snprintf(q->why, sizeof(q->why), "node %s is not Ready", node);
+                return 0;
+        }
+        existing = find_replica(q->mc, q->volume, node);
+        if (existing) {
+                snprintf(q->why, sizeof(q->why), "node %s holds a replica of %s already", node, q->volume);
+                return 0;
+        }
+        if (!pool || json_get_u64(pool, "freeCapacityBytes", &free_bytes) < 0 || free_bytes < q->need) {
+                snprintf(q->why, sizeof(q->why), "node %s has no room in %s", node, q->pool);
+                return 0;
+        }
+        if (rank < q->best_rank || (rank == q->best_rank && free_bytes > q->best_free)) {
+                free(q->best);
+                q->best = strdup(node);
+                q->best_rank = rank;
+                q->best_free = free_bytes;
+        }
+        return 0;
+}
+
+/* Rolls back what the migration added, then records the end. */
+static int rollback(MigrateController *mc, const cJSON *m, const char *message) {
+        const cJSON *st = field(m, "status", NULL);
+        const char *target = json_get_string(st, "targetReplica");
+        const char *source = json_get_string(st, "sourceReplica");
+        _cleanup_json_ cJSON *t = cached(mc->replicas, target), *s = cached(mc->replicas, source);
+
+        if (s && annotation(s, PUSH_ANNOTATION))
+                return annotate(mc, source, PUSH_ANNOTATION, NULL);
+        if (t && !field(t, "metadata", "deletionTimestamp"))
+                return delete_replica(mc, target);
+        if (t)
+                return 0; /* its node is removing it */
+        log_warning("Migration %s aborted: %s", name_of(m), message);
+        emit(mc, m, EVENT_WARNING, "Aborted", message);
+        {
+                cJSON *x = status_of("Aborted", message);
+                char ts[32];
+                now_rfc3339(ts);
+                if (x)
+                        cJSON_AddStringToObject(x, "completionTime", ts);
+                return set_status(mc, name_of(m), x);
+        }
+}
+
+static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
+                    const char *source) {
+        _cleanup_json_ cJSON *replica = NULL;
+        char msg[512], ts[32];
+        uint64_t replicas = 1;
+        cJSON *st, *vols;
+
+        if (!lv) {
+                snprintf(msg, sizeof(msg), "volume %s does not exist", strna(volume));
+                return rollback(mc, m, msg);
+        }
+        replica = find_replica(mc, volume, source);
+        if (!replica) {
+                snprintf(msg, sizeof(msg), "node %s holds no replica of volume %s", strna(source), volume);
+                return rollback(mc, m, msg);
+        }
+        (void) json_get_u64(field(lv, "spec", NULL), "replicaNumber", &replicas);
+        now_rfc3339(ts);
+        st = status_of("Submitted", NULL);
+        vols = st ? cJSON_AddArrayToObject(st, "volumes") : NULL;
+        if (!vols || !cJSON_AddNumberToObject(st, "originalReplicaNumber", (double) replicas) ||
+            !cJSON_AddStringToObject(st, "sourceReplica", name_of(replica)) ||
+            !cJSON_AddStringToObject(st, "startTime", ts)) {
+                cJSON_Delete(st);
+                return -ENOMEM;
+        }
+        cJSON_AddItemToArray(vols, cJSON_CreateString(volume));
+        emit(mc, m, EVENT_NORMAL, "Submitted", "Migration accepted");
+        return set_status(mc, name_of(m), st);
+}
+
+static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
+                          const char *source) {
+        const cJSON *spec = field(m, "spec", NULL);
+        _cleanup_json_ cJSON *replica = find_replica(mc, volume, source);
+        TargetQuery q = { .mc = mc, .source = source, .volume = volume, .best_rank = INT32_MAX };
+        const char *published = json_get_string(field(lv, "status", NULL), "publishedNode");
+        const char *uid = json_get_string(field(m, "metadata", NULL), "uid");
+        char msg[512], *target_replica = NULL, *identity = NULL;
+        cJSON *st;
+
+        if (!replica)
+                return rollback(mc, m, "the source replica is gone");
+        if (streq_ptr(published, source)) {
+                const char *cur = json_get_string(field(m, "status", NULL), "message");
+                snprintf(msg, sizeof(msg), "Volume is still in use on %s", source);
+                return streq_ptr(cur, msg) ? 0 : set_status(mc, name_of(m), status_of("Submitted", msg));
+        }
+        q.pool = json_get_string(field(replica, "spec", NULL), "poolName");
+        (void) json_get_u64(field(replica, "spec", NULL), "requiredCapacityBytes", &q.need);
+        q.suggested = cJSON_GetObjectItemCaseSensitive(spec, "targetNodesSuggested");
+        (void) kube_cache_foreach(informer_cache(mc->nodes), target_consider, &q);
+        if (!q.best) {
+                if (cJSON_GetArraySize(q.suggested) > 0) {
+                        snprintf(msg, sizeof(msg),
+                                 "invalid target node: none of the suggested nodes qualifies%s%s",
+                                 q.why[0] ? " (" : "", q.why[0] ? q.why : "");
+                        if (q.why[0])
+                                strncat(msg, ")", sizeof(msg) - strlen(msg) - 1);
+                        return rollback(mc, m, msg);
+                }
+                snprintf(msg, sizeof(msg), "no node can take volume %s%s%s%s", volume, q.why[0] ? " (" : "",
+                         q.why[0] ? q.why : "", q.why[0] ? ")" : "");
+                if (streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg))
+                        return 0;
+                return set_status(mc, name_of(m), status_of("Submitted", msg));
+        }
+
+        /* Names that follow from the migration (its UID): doing this step twice cannot make two. */
+        if (!uid || strlen(uid) < 6 || strspn(uid, "0123456789abcdef-") != strlen(uid)) {
+                free(q.best);
+                return rollback(mc, m, "the migration has no usable UID");
+        }
+        if (asprintf(&target_replica, "%s-%.6s", volume, uid) < 0 ||
+            asprintf(&identity, "mig-%s", uid) < 0) {
+                free(target_replica);
+                free(q.best);
+                return -ENOMEM;
+        }
+        snprintf(msg, sizeof(msg), "Adding a replica of %s on %s", volume, q.best);
+        st = status_of("AddReplica", msg);
+        if (st) {
+                cJSON_AddStringToObject(st, "targetNode", q.best);
+                cJSON_AddStringToObject(st, "targetReplica", target_replica);
+                cJSON_AddStringToObject(st, "identity", identity);
+        }
+        log_info("Migration %s: moving %s from %s to %s.", name_of(m), volume, source, q.best);
+        emit(mc, m, EVENT_NORMAL, "TargetChosen", msg);
+        free(target_replica);
+        free(identity);
+        free(q.best);
+        return set_status(mc, name_of(m), st);
+}
+
+static int step_add_replica(MigrateController *mc, const cJSON *m) {
+        const cJSON *st = field(m, "status", NULL);
+        const char *target = json_get_string(st, "targetReplica"), *node = json_get_string(st, "targetNode");
+        const char *identity = json_get_string(st, "identity"),
+                   *source = json_get_string(st, "sourceReplica");
+        _cleanup_json_ cJSON *t = cached(mc->replicas, target), *s = cached(mc->replicas, source);
+        const cJSON *tst;
+
+        if (!target || !node || !identity || !s)
+                return rollback(mc, m, "the migration's status is incomplete or the source replica is gone");
+        if (!t) {
+                _cleanup_json_ cJSON *body = NULL;
+                _cleanup_free_ char *path = NULL;
+                cJSON *meta, *spec, *ann;
+                const cJSON *sspec = field(s, "spec", NULL);
+
+                body = cJSON_CreateObject();
+                meta = body ? cJSON_AddObjectToObject(body, "metadata") : NULL;
+                ann = meta ? cJSON_AddObjectToObject(meta, "annotations") : NULL;
+                spec = body ? cJSON_AddObjectToObject(body, "spec") : NULL;
+                if (!ann || !spec ||
+                    !cJSON_AddStringToObject(body, "apiVersion", "hwameistor.io/v1alpha1") ||
+                    !cJSON_AddStringToObject(body, "kind", "LocalVolumeReplica") ||
+                    !cJSON_AddStringToObject(meta, "name", target) ||
+                    !cJSON_AddStringToObject(ann, SYNC_PENDING_ANNOTATION, identity) ||
+                    !cJSON_AddStringToObject(spec, "volumeName", json_get_string(sspec, "volumeName")) ||
+                    !cJSON_AddStringToObject(spec, "poolName", json_get_string(sspec, "poolName")) ||
+                    !cJSON_AddStringToObject(spec, "nodeName", node) ||
+                    !cJSON_AddItemToObject(
+                            spec, "requiredCapacityBytes",
+                            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(sspec, "requiredCapacityBytes"),
+                                            true)) ||
+                    asprintf(&path, REPLICA_PATH) < 0)
+                        return -ENOMEM;
+                return mc_send(mc, KUBE_POST, path, body);
+        }
+        tst = field(t, "status", NULL);
+        if (!streq_ptr(json_get_string(tst, "state"), "Ready") || !annotation(t, SYNC_ENDPOINT_ANNOTATION)) {
+                /* Say why it is not ready yet, as the node does. */
+                const cJSON *c;
+                cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(tst, "conditions")) {
+                        const char *reason = json_get_string(c, "reason"),
+                                   *message = json_get_string(c, "message");
+                        char msg[512];
+                        if (!streq_ptr(json_get_string(c, "status"), "False") || !message)
+                                continue;
+                        snprintf(msg, sizeof(msg), "target replica %s: %s: %s", target, strna(reason),
+                                 message);
+                        if (!streq_ptr(json_get_string(st, "message"), msg))
+                                return set_status(mc, name_of(m), status_of("AddReplica", msg));
+                }
+                return 0;
+        }
+        {
+                _cleanup_json_ cJSON *push = cJSON_CreateObject();
+                if (!push || !cJSON_AddStringToObject(push, "identity", identity) ||
+                    !cJSON_AddStringToObject(push, "endpoint", annotation(t, SYNC_ENDPOINT_ANNOTATION)) ||
+                    !cJSON_AddStringToObject(push, "export", target) ||
+                    !cJSON_AddNumberToObject(push, "round", 1))
+                        return -ENOMEM;
+                if (!annotation(s, PUSH_ANNOTATION)) {
+                        log_info("Migration %s: the target replica %s is ready; copying.", name_of(m),
+                                 target);
+                        return annotate(mc, source, PUSH_ANNOTATION, TAKE_PTR(push));
+                }
+        }
+        emit(mc, m, EVENT_NORMAL, "Copying", "Copying the data to the new replica");
+        return set_status(mc, name_of(m), status_of("SyncReplica", "Copying the data"));
+}
+
+static int step_sync(MigrateController *mc, const cJSON *m) {
+        const cJSON *st = field(m, "status", NULL);
+        const char *target = json_get_string(st, "targetReplica"),
+                   *source = json_get_string(st, "sourceReplica");
+        const char *identity = json_get_string(st, "identity");
+        _cleanup_json_ cJSON *t = cached(mc->replicas, target), *s = cached(mc->replicas, source),
+                             *ps = NULL, *result = NULL, *push = NULL;
+        uint64_t attempts = 0, round = 1, push_round = 1, ps_round = 1;
+        const char *digest;
+        char msg[512];
+
+        if (!t || !s)
+                return rollback(mc, m, t ? "the source replica is gone" : "the target replica is gone");
+        (void) json_get_u64(st, "round", &round);
+        push = annotation_json(s, PUSH_ANNOTATION);
+        (void) json_get_u64(push, "round", &push_round);
+        result = annotation_json(t, SYNC_RESULT_ANNOTATION);
+        if (result && push_round == round) {
+                bool verified = false;
+                (void) json_get_bool(result, "verified", &verified);
+                if (verified && cJSON_IsTrue(field(t, "status", "synced"))) {
+                        cJSON *x = status_of("PruneReplica", "The data is verified on the target");
+                        if (x)
+                                cJSON_AddStringToObject(x, "digest", json_get_string(result, "digest"));
+                        emit(mc, m, EVENT_NORMAL, "Synced", "The target verified the data");
+                        return set_status(mc, name_of(m), x);
+                }
+                if (verified)
+                        return 0; /* waiting for the node's synced */
+                if (round >= MIGRATE_MAX_ROUNDS) {
+                        snprintf(msg, sizeof(msg), "the target's data differed from the source's %u times",
+                                 (unsigned) round);
+                        return rollback(mc, m, msg);
+                }
+                /* Another round, counted first: the source pushes again (delta: only what differs
+                 * moves) once the target took its export back. */
+                snprintf(msg, sizeof(msg),
+                         "the target's data differed from the source's (%s); copying again",
+                         strna(json_get_string(result, "message")));
+                emit(mc, m, EVENT_WARNING, "VerifyFailed", msg);
+                {
+                        cJSON *x = status_of("SyncReplica", msg);
+                        if (x)
+                                cJSON_AddNumberToObject(x, "round", (double) round + 1);
+                        return set_status(mc, name_of(m), x);
+                }
+        }
+        if (push_round < round) {
+                if (annotation(t, SYNC_EXPECT_ANNOTATION) || annotation(t, SYNC_RESULT_ANNOTATION))
+                        return unannotate2(mc, target, SYNC_EXPECT_ANNOTATION, SYNC_RESULT_ANNOTATION);
+                if (!annotation(t, SYNC_ENDPOINT_ANNOTATION))
+                        return 0; /* waiting for the export */
+                cJSON_DeleteItemFromObjectCaseSensitive(push, "round");
+                if (!push || !cJSON_AddNumberToObject(push, "round", (double) round))
+                        return -ENOMEM;
+                return annotate(mc, source, PUSH_ANNOTATION, TAKE_PTR(push));
+        }
+
+        ps = annotation_json(s, PUSH_STATUS_ANNOTATION);
+        (void) json_get_u64(ps, "round", &ps_round);
+        if (!ps || !streq_ptr(json_get_string(ps, "identity"), identity) || ps_round != round)
+                return 0;
+        (void) json_get_u64(ps, "attempts", &attempts);
+        if (streq_ptr(json_get_string(ps, "state"), "Failed") && attempts >= MIGRATE_MAX_ATTEMPTS) {
+                snprintf(msg, sizeof(msg), "copying failed %u times: %s", (unsigned) attempts,
+                         strna(json_get_string(ps, "message")));
+                return rollback(mc, m, msg);
+        }
+        digest = json_get_string(ps, "digest");
+        if (streq_ptr(json_get_string(ps, "state"), "Done") && digest &&
+            !annotation(t, SYNC_EXPECT_ANNOTATION)) {
+                _cleanup_json_ cJSON *expect = cJSON_CreateObject();
+                if (!expect || !cJSON_AddStringToObject(expect, "digest", digest) ||
+                    !cJSON_AddItemToObject(
+                            expect, "size",
+                            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(ps, "bytesTotal"), true)))
+                        return -ENOMEM;
+                return annotate(mc, target, SYNC_EXPECT_ANNOTATION, TAKE_PTR(expect));
+        }
+        /* Progress, when it moved. */
+        {
+                const cJSON *cur = field(st, "progress", NULL);
+                _cleanup_json_ cJSON *p = cJSON_CreateObject();
+                static const char *const keys[] = { "bytesTotal", "bytesDone", "bytesPerSecond",
+                                                    "etaSeconds" };
+                cJSON *x;
+
+                if (!p)
+                        return -ENOMEM;
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ps, keys[i]);
+                        if (v)
+                                cJSON_AddItemToObject(p, keys[i], cJSON_Duplicate(v, true));
+                }
+                if (cur && cJSON_Compare(cur, p, true))
+                        return 0;
+                x = cJSON_CreateObject();
+                if (!x)
+                        return -ENOMEM;
+                cJSON_AddItemToObject(x, "progress", TAKE_PTR(p));
+                if (streq_ptr(json_get_string(ps, "state"), "Failed")) {
+                        snprintf(msg, sizeof(msg), "copy attempt %u failed: %s; retrying",
+                                 (unsigned) attempts, strna(json_get_string(ps, "message")));
+                        cJSON_AddStringToObject(x, "message", msg);
+                }
+                return set_status(mc, name_of(m), x);
+        }
+}
+
+/* Replaces from with to in a JSON array of strings (or adds to); returns a new array. */
+static cJSON *swap_name(const cJSON *list, const char *from, const char *to) {
+        cJSON *out = cJSON_CreateArray();
+        const cJSON *i;
+        bool have = false;
+
+        if (!out)
+                return NULL;
+        cJSON_ArrayForEach(i, list) {
+                const char *v = cJSON_IsString(i) ? i->valuestring : NULL;
+                if (!v || streq(v, from))
+                        continue;
+                have = have || streq(v, to);
+                cJSON_AddItemToArray(out, cJSON_CreateString(v));
+        }
+        if (!have)
+                cJSON_AddItemToArray(out, cJSON_CreateString(to));
+        return out;
+}
+
+static int step_prune(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
+                      const char *source) {
+        const cJSON *st = field(m, "status", NULL);
+        const char *target_node = json_get_string(st, "targetNode");
+        const char *target = json_get_string(st, "targetReplica"),
+                   *sreplica = json_get_string(st, "sourceReplica");
+        _cleanup_json_ cJSON *s = cached(mc->replicas, sreplica);
+        const cJSON *nodes = field(field(lv, "spec", NULL), "accessibility", "nodes");
+        const cJSON *lvreplicas = field(lv, "status", "replicas");
+        bool listed = false;
+        const cJSON *i;
+        char msg[512], ts[32];
+
+        /* 1. The volume names the target (spec: where it may be used; status: its replicas). */
+        cJSON_ArrayForEach(i, nodes) listed = listed || (cJSON_IsString(i) && streq(i->valuestring, source));
+        if (lv && listed) {
+                _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                _cleanup_free_ char *path = NULL;
+                cJSON *acc = body ? cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "spec"),
+                                                            "accessibility")
+                                  : NULL;
+                if (!acc || asprintf(&path, VOLUME_PATH "/%s", volume) < 0)
+                        return -ENOMEM;
+                cJSON_AddItemToObject(acc, "nodes", swap_name(nodes, source, target_node));
+                return mc_send(mc, KUBE_PATCH_MERGE, path, body);
+        }
+        listed = false;
+        cJSON_ArrayForEach(i, lvreplicas)
+                listed = listed || (cJSON_IsString(i) && streq_ptr(i->valuestring, sreplica));
+        if (lv && listed) {
+                _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                _cleanup_free_ char *path = NULL;
+                cJSON *vst = body ? cJSON_AddObjectToObject(body, "status") : NULL;
+                if (!vst || asprintf(&path, VOLUME_PATH "/%s/status", volume) < 0)
+                        return -ENOMEM;
+                cJSON_AddItemToObject(vst, "replicas", swap_name(lvreplicas, sreplica, target));
+                return mc_send(mc, KUBE_PATCH_MERGE, path, body);
+        }
+        /* 2. The source replica goes (its node removes the volume first). */
+        if (s && annotation(s, PUSH_ANNOTATION))
+                return annotate(mc, sreplica, PUSH_ANNOTATION, NULL);
+        if (s && !field(s, "metadata", "deletionTimestamp"))
+                return delete_replica(mc, sreplica);
+        if (s)
+                return 0;
+        /* 3. Done. */
+        snprintf(msg, sizeof(msg), "Volume %s moved from %s to %s", volume, source, strna(target_node));
+        log_info("Migration %s: %s.", name_of(m), msg);
+        emit(mc, m, EVENT_NORMAL, "Completed", msg);
+        {
+                cJSON *x = status_of("Completed", msg);
+                now_rfc3339(ts);
+                if (x)
+                        cJSON_AddStringToObject(x, "completionTime", ts);
+                return set_status(mc, name_of(m), x);
+        }
+}
+
+static int mc_reconcile(MigrateController *mc, const cJSON *m) {
+        const cJSON *spec = field(m, "spec", NULL), *st = field(m, "status", NULL);
+        const char *state = json_get_string(st, "state") ?: "";
+        const char *volume = json_get_string(spec, "volumeName"),
+                   *source = json_get_string(spec, "sourceNode");
+        _cleanup_json_ cJSON *lv = cached(mc->volumes, volume);
+        bool abort_requested = false;
+
+        LOG_CONTEXT_PUSH_FIELD("HWAMEID_MIGRATE", name_of(m));
+        if (streq(state, "Completed") || streq(state, "Aborted"))
+                return 0;
+        (void) json_get_bool(spec, "abort", &abort_requested);
+        if (abort_requested && !streq(state, "PruneReplica")) {
+                if (!streq(state, "ToBeAborted"))
+                        return set_status(mc, name_of(m), status_of("ToBeAborted", "Aborting by request"));
+                return rollback(mc, m, "aborted by request");
+        }
+        if (streq(state, "ToBeAborted"))
+                return rollback(mc, m, json_get_string(st, "message") ?: "aborted");
+        if (streq(state, ""))
+                return step_new(mc, m, lv, volume, source);
+        if (streq(state, "Submitted"))
+                return step_submitted(mc, m, lv, volume, source);
+        if (streq(state, "AddReplica"))
+                return step_add_replica(mc, m);
+        if (streq(state, "SyncReplica"))
+                return step_sync(mc, m);
+        if (streq(state, "PruneReplica"))
+                return step_prune(mc, m, lv, volume, source);
+        return 0;
+}
+
+static int mc_on_defer(sd_event_source *s, void *userdata) {
+        MigrateController *mc = userdata;
+        HashmapIter i = HASHMAP_ITER_INIT;
+        char *name = NULL;
+        int r;
+
+        (void) s;
+        if (mc->busy || !informer_has_synced(mc->migrates) || !informer_has_synced(mc->volumes) ||
+            !informer_has_synced(mc->replicas) || !informer_has_synced(mc->nodes))
+                return 0;
+        while (!mc->busy && hashmap_iterate(mc->queue, &i, (void **) &name, NULL)) {
+                _cleanup_json_ cJSON *m = NULL;
+
+                hashmap_remove(mc->queue, name);
+                m = cached(mc->migrates, name);
+                if (!m) {
+                        stale_forget(mc, name);
+                        free(name);
+                        i = HASHMAP_ITER_INIT;
+                        continue;
+                }
+                if (streq_ptr(hashmap_get(mc->stale, name),
+                              json_get_string(field(m, "metadata", NULL), "resourceVersion"))) {
+                        free(name); /* our last write is not in the cache yet; its update brings us back */
+                        i = HASHMAP_ITER_INIT;
+                        continue;
+                }
+                stale_forget(mc, name);
+                mc->busy = name;
+                r = mc_reconcile(mc, m);
+                if (r < 0)
+                        log_warning_errno(r, "Migration %s: %m", name);
+                if (r <= 0)
+                        mc->busy = mfree(mc->busy);
+                i = HASHMAP_ITER_INIT;
+        }
+        return 0;
+}
+
+static int mc_on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
+        MigrateController *mc = userdata;
+
+        mc_enqueue_all(mc);
+        return sd_event_source_set_time(s, usec + RESYNC_INTERVAL);
+}
+
+static void mc_on_change(Informer *inf, const cJSON *obj, void *userdata) {
+        (void) inf, (void) obj;
+        mc_enqueue_all(userdata);
+}
+
+static void mc_on_update(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
+        (void) old;
+        mc_on_change(inf, obj, userdata);
+}
+
+static void mc_on_synced(Informer *inf, void *userdata) {
+        (void) inf;
+        mc_enqueue_all(userdata);
+}
+
+int migrate_controller_new(KubeClient *client, EventRecorder *events, MigrateController **ret) {
+        static const InformerHandlers handlers = {
+                .added = mc_on_change,
+                .updated = mc_on_update,
+                .deleted = mc_on_change,
+                .synced = mc_on_synced,
+        };
+        _cleanup_(migrate_controller_freep) MigrateController *mc = NULL;
+        sd_event *e = kube_client_event(client);
+        int r;
+
+        mc = calloc(1, sizeof(*mc));
+        if (!mc)
+                return -ENOMEM;
+        mc->client = client;
+        mc->events = events;
+        r = hashmap_new(&mc->queue);
+        if (r >= 0)
+                r = hashmap_new(&mc->stale);
+        if (r < 0)
+                return r;
+        r = informer_new(client, &(InformerConfig){ .name = "localvolumemigrates", .path = MIGRATE_PATH },
+                         &handlers, mc, &mc->migrates);
+        if (r >= 0)
+                r = informer_new(client, &(InformerConfig){ .name = "localvolumes", .path = VOLUME_PATH },
+                                 &handlers, mc, &mc->volumes);
+        if (r >= 0)
+                r = informer_new(
+                        client, &(InformerConfig){ .name = "all-localvolumereplicas", .path = REPLICA_PATH },
+                        &handlers, mc, &mc->replicas);
+        if (r >= 0)
+                r = informer_new(client, &(InformerConfig){ .name = "localstoragenodes", .path = LSN_PATH },
+                                 &handlers, mc, &mc->nodes);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(e, &mc->defer, mc_on_defer, mc);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(mc->defer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(mc->defer, "migrate-queue");
+        r = sd_event_add_time_relative(e, &mc->resync, CLOCK_MONOTONIC, RESYNC_INTERVAL, 0, mc_on_resync,
+                                       mc);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(mc->resync, "migrate-resync");
+        *ret = TAKE_PTR(mc);
+        return 0;
+}
+
+static void free_name(void *p) {
+        free(p);
+}
+
+MigrateController *migrate_controller_free(MigrateController *mc) {
+        if (!mc)
+                return NULL;
+        kube_request_cancel(mc->request);
+        informer_free(mc->migrates);
+        informer_free(mc->volumes);
+        informer_free(mc->replicas);
+        informer_free(mc->nodes);
+        sd_event_source_disable_unref(mc->defer);
+        sd_event_source_disable_unref(mc->resync);
+        hashmap_free_with(mc->queue, free_name);
+        {
+                const char *k;
+                char *v;
+                HASHMAP_FOREACH_KEY(v, k, mc->stale) {
+                        free((char *) k);
+                        free(v);
+                }
+                hashmap_free(mc->stale);
+        }
+        free(mc->busy);
+        free(mc);
+        return NULL;
+}
+
+int migrate_controller_start(MigrateController *mc) {
+        int r;
+
+        r = informer_start(mc->migrates);
+        if (r >= 0)
+                r = informer_start(mc->volumes);
+        if (r >= 0)
+                r = informer_start(mc->replicas);
+        if (r >= 0)
+                r = informer_start(mc->nodes);
+        return r;
+}

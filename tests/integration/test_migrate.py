@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LocalVolumeMigrate end to end on the three-node harness: the leader's migrate controller moves
+a volume's replica between nodes over the block stream, verified byte for byte, and prunes the
+source; bad requests end Aborted with a reason and delete nothing; an abort during the copy rolls
+back and leaves the source untouched."""
+
+import json
+
+import pytest
+
+from harness import MiB, POOL_HDD, cluster, make_cluster  # noqa: F401
+
+HW = "/apis/hwameistor.io/v1alpha1"
+
+LV = f"{HW}/localvolumes"
+LVM = f"{HW}/localvolumemigrates"
+
+
+def make_volume(c, name, node, capacity=48 * MiB):
+    """A LocalVolume with one replica on node, filled with random data; returns (replica, sha256)."""
+    lv = {"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": name},
+          "spec": {"requiredCapacityBytes": capacity, "poolName": POOL_HDD, "replicaNumber": 1,
+                   "accessibility": {"nodes": [node]}, "pvcNamespace": "default", "pvcName": name}}
+    c.kubectl("create", "-f", "-", input=json.dumps(lv))
+    replica, digest = c.replica_with_data(node, capacity, volume=name)
+    c.api("PATCH", f"{LV}/{name}/status", {"status": {"replicas": [replica], "state": "Ready"}},
+          ctype="application/merge-patch+json", expect=200)
+    return replica, digest
+
+
+def apply_migrate(c, name, volume, source, targets=()):
+    """The guide's LocalVolumeMigrate, applied with kubectl."""
+    yaml = (f"apiVersion: hwameistor.io/v1alpha1\nkind: LocalVolumeMigrate\nmetadata:\n  name: {name}\n"
+            f"spec:\n  sourceNode: {source}\n  targetNodesSuggested: [{', '.join(targets)}]\n"
+            f"  volumeName: {volume}\n  migrateAllVols: true\n")
+    c.kubectl("apply", "-f", "-", input=yaml)
+
+
+def migrate_status(c, name):
+    return (c.get(f"{LVM}/{name}") or {}).get("status") or {}
+
+
+def wait_state(c, name, state, timeout=90):
+    return c.wait(lambda: (lambda s: s if s.get("state") == state else None)(migrate_status(c, name)), timeout,
+                  f"migration {name} {state}")
+
+
+def replicas_of(c, volume):
+    return [r for r in c.kubectl_json("get", "localvolumereplica")["items"] if r["spec"]["volumeName"] == volume]
+
+
+def test_localvolumemigrate_moves_the_data_verified_and_prunes_the_source(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-move", "k8s-node-1")
+    apply_migrate(c, "migrate-pvc-move", "pvc-move", "k8s-node-1", ["k8s-node-2"])
+    st = wait_state(c, "migrate-pvc-move", "Completed")
+    assert st["targetNode"] == "k8s-node-2" and len(st["digest"]) == 32, st
+    assert st["volumes"] == ["pvc-move"] and st["originalReplicaNumber"] == 1
+
+    reps = replicas_of(c, "pvc-move")
+    assert [r["spec"]["nodeName"] for r in reps] == ["k8s-node-2"], reps
+    target = reps[0]["metadata"]["name"]
+    assert reps[0]["status"]["state"] == "Ready" and reps[0]["status"]["synced"] is True
+    assert reps[0]["metadata"]["annotations"]["hwameistor.io/hwameid-digest"] == st["digest"]
+    assert c.checksum(target) == digest  # byte for byte, read through the target's extents
+    assert c.get(f"{HW}/localvolumereplicas/{source}") is None
+    assert not any(lv["lv_name"] == "pvc-move" for lv in c.node(1).lvm("lvs")["lv"])
+
+    lv = c.get(f"{LV}/pvc-move")
+    assert lv["spec"]["accessibility"]["nodes"] == ["k8s-node-2"]
+    assert lv["status"]["replicas"] == [target]
+    out = c.kubectl("get", "localvolumemigrate").stdout.splitlines()
+    assert out[0].split()[:5] == ["NAME", "VOLUME", "FROM", "TO", "STATE"], out
+    assert out[1].split()[:5] == ["migrate-pvc-move", "pvc-move", "k8s-node-1", "k8s-node-2", "Completed"]
+    reasons = {e["reason"] for e in c.kubectl_json("get", "events", "-A")["items"]
+               if e["involvedObject"].get("name") == "migrate-pvc-move"}
+    assert {"Submitted", "TargetChosen", "Copying", "Synced", "Completed"} <= reasons, reasons
+
+
+def test_bad_requests_end_with_a_reason_and_delete_nothing(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-bad", "k8s-node-1", 16 * MiB)
+    apply_migrate(c, "m-unknown", "pvc-nope", "k8s-node-1")
+    apply_migrate(c, "m-noreplica", "pvc-bad", "k8s-node-3")
+    apply_migrate(c, "m-badtarget", "pvc-bad", "k8s-node-1", ["k8s-node-9"])
+    assert "does not exist" in wait_state(c, "m-unknown", "Aborted")["message"]
+    assert "holds no replica" in wait_state(c, "m-noreplica", "Aborted")["message"]
+    assert "invalid target node" in wait_state(c, "m-badtarget", "Aborted")["message"]
+
+    # In use on the source: it waits, saying so.
+    c.api("PATCH", f"{LV}/pvc-bad/status", {"status": {"publishedNode": "k8s-node-1"}},
+          ctype="application/merge-patch+json", expect=200)
+    apply_migrate(c, "m-inuse", "pvc-bad", "k8s-node-1")
+    c.wait(lambda: migrate_status(c, "m-inuse").get("message") == "Volume is still in use on k8s-node-1",
+           what="the in-use message")
+    assert migrate_status(c, "m-inuse")["state"] == "Submitted"
+
+    reps = replicas_of(c, "pvc-bad")
+    assert [r["metadata"]["name"] for r in reps] == [source]
+    assert c.checksum(source) == digest
+
+
+@pytest.mark.parametrize("cluster", [{"config": "[Stream]\nBandwidthLimit=4M\n"}], indirect=True)
+def test_abort_during_the_copy_rolls_back_and_leaves_the_source_untouched(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-abort", "k8s-node-1", 64 * MiB)
+    apply_migrate(c, "m-abort", "pvc-abort", "k8s-node-1", ["k8s-node-3"])
+    c.wait(lambda: (migrate_status(c, "m-abort").get("progress") or {}).get("bytesDone", 0) > 0, 60,
+           "copy progress")
+    assert migrate_status(c, "m-abort")["state"] == "SyncReplica"
+    c.kubectl("patch", "localvolumemigrate", "m-abort", "--type=merge", "-p", '{"spec":{"abort":true}}')
+    st = wait_state(c, "m-abort", "Aborted", 60)
+    assert "aborted by request" in st["message"]
+    c.wait(lambda: [r["metadata"]["name"] for r in replicas_of(c, "pvc-abort")] == [source], 30,
+           "the target replica gone")
+    assert c.replica_status(source)["state"] == "Ready"
+    assert c.checksum(source) == digest
+    assert "hwameistor.io/hwameid-push" not in (c.replica(source)["metadata"].get("annotations") or {})
+    assert c.get(f"{LV}/pvc-abort")["spec"]["accessibility"]["nodes"] == ["k8s-node-1"]
+    c.wait(lambda: not any(lv["lv_name"] == "pvc-abort" for lv in c.node(3).lvm("lvs")["lv"]), 30,
+           "the target's LV removed")
