@@ -7,6 +7,7 @@
 #include "../basic/json-util.h"
 #include "../basic/random-util.h"
 #include "../basic/string-util.h"
+#include "../controller/evictor.h"
 #include "../controller/migrate.h"
 #include "../election/lease.h"
 #include "../informer/informer.h"
@@ -48,6 +49,7 @@ struct Cluster {
         ReplicaController *replicas;
         SyncAgent *sync;
         MigrateController *migrate; /* while leading */
+        Evictor *evictor;           /* while leading */
         char *identity, *stream_problem, *checkpoint_dir;
         bool node_registered, leading;
 };
@@ -189,6 +191,13 @@ static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
                 log_error_errno(r, "Failed to start the migrate controller: %m");
                 c->migrate = migrate_controller_free(c->migrate);
         }
+        r = evictor_new(c->client, c->events, &c->evictor);
+        if (r >= 0)
+                r = evictor_start(c->evictor);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the evictor: %m");
+                c->evictor = evictor_free(c->evictor);
+        }
         /* As client-go does, on the Lease: `kubectl get events -n <namespace>` shows who leads. */
         event_recorder_emit(c->events, "coordination.k8s.io/v1", "Lease", leader_elector_lease(le),
                             EVENT_NORMAL, "LeaderElection", "%s became leader", c->identity);
@@ -202,6 +211,7 @@ static void cluster_on_stopped_leading(LeaderElector *le, void *userdata) {
 
         (void) le;
         c->leading = false;
+        c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
         if (c->cb.leading)
                 c->cb.leading(c, false, c->userdata);
@@ -370,6 +380,7 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
         c->sync = sync_agent_free(c->sync);
         c->replicas = replica_controller_free(c->replicas);

@@ -1,0 +1,452 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../basic/json-util.h"
+#include "../basic/string-util.h"
+#include "../informer/informer.h"
+#include "../log/log.h"
+#include "evictor.h"
+
+#define API             "/apis/hwameistor.io/v1alpha1"
+#define MIGRATE_PATH    API "/localvolumemigrates"
+#define VOLUME_PATH     API "/localvolumes"
+#define REPLICA_PATH    API "/localvolumereplicas"
+#define TRIGGER_ANN     "hwameistor.io/hwameid-evictor"
+#define RESYNC_INTERVAL (10 * USEC_PER_SEC)
+#define RETRY_DELAY     (2 * USEC_PER_SEC)
+
+enum {
+        INF_NODES,
+        INF_PODS,
+        INF_PVCS,
+        INF_PVS,
+        INF_VOLUMES,
+        INF_REPLICAS,
+        INF_MIGRATES,
+        _INF_MAX,
+};
+
+struct Evictor {
+        KubeClient *client;
+        EventRecorder *events;
+        Informer *inf[_INF_MAX];
+        KubeRequest *request;
+        sd_event_source *defer, *resync;
+        bool dirty;
+};
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static const cJSON *field(const cJSON *o, const char *a, const char *b) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
+}
+
+static const char *meta_str(const cJSON *o, const char *key) {
+        return json_get_string(field(o, "metadata", NULL), key);
+}
+
+static const char *label(const cJSON *o, const char *key) {
+        return json_get_string(field(o, "metadata", "labels"), key);
+}
+
+static bool has_finalizer(const cJSON *o, const char *f) {
+        const cJSON *i;
+        cJSON_ArrayForEach(i, field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
+                                                                      streq(i->valuestring, f)) return true;
+        return false;
+}
+
+/* A parsed snapshot of one informer's cache (a JSON array), for one pass. */
+typedef struct Snap {
+        cJSON *items;
+} Snap;
+
+static int snap_add(const cJSON *o, void *userdata) {
+        cJSON *dup = cJSON_Duplicate(o, true);
+        if (!dup)
+                return -ENOMEM;
+        cJSON_AddItemToArray(userdata, dup);
+        return 0;
+}
+
+static cJSON *snapshot(Informer *inf) {
+        cJSON *a = cJSON_CreateArray();
+        if (a && kube_cache_foreach(informer_cache(inf), snap_add, a) < 0) {
+                cJSON_Delete(a);
+                return NULL;
+        }
+        return a;
+}
+
+static const cJSON *find_by_name(const cJSON *items, const char *ns, const char *name) {
+        const cJSON *o;
+        cJSON_ArrayForEach(o, items) if (streq_ptr(meta_str(o, "name"), name) &&
+                                         (!ns || streq_ptr(meta_str(o, "namespace"), ns))) return o;
+        return NULL;
+}
+
+static bool node_unschedulable(const cJSON *node) {
+        const cJSON *t;
+
+        if (cJSON_IsTrue(field(node, "spec", "unschedulable")))
+                return true;
+        cJSON_ArrayForEach(
+                t, field(node, "spec", "taints")) if (streq_ptr(json_get_string(t, "key"),
+                                                                "node.kubernetes.io/unschedulable") &&
+                                                      streq_ptr(json_get_string(t, "effect"),
+                                                                "NoSchedule")) return true;
+        return false;
+}
+
+static bool node_disabled(const cJSON *nodes, const char *name) {
+        return streq_ptr(label(find_by_name(nodes, NULL, name), EVICTION_LABEL), "disable");
+}
+
+static bool pod_terminated(const cJSON *pod) {
+        const char *phase = json_get_string(field(pod, "status", NULL), "phase");
+        return streq_ptr(phase, "Succeeded") || streq_ptr(phase, "Failed");
+}
+
+/* The hwameid volume (LocalVolume name) behind a pod volume, or NULL. */
+static const char *pod_volume_lv(const cJSON *pvcs, const cJSON *pvs, const char *ns, const cJSON *podvol) {
+        const char *claim = json_get_string(field(podvol, "persistentVolumeClaim", NULL), "claimName");
+        const cJSON *pvc = claim ? find_by_name(pvcs, ns, claim) : NULL;
+        const char *pvname = json_get_string(field(pvc, "spec", NULL), "volumeName");
+        const cJSON *pv = pvname ? find_by_name(pvs, NULL, pvname) : NULL;
+
+        if (!pv || !streq_ptr(json_get_string(field(field(pv, "spec", NULL), "csi", NULL), "driver"),
+                              HWAMEID_CSI_DRIVER))
+                return NULL;
+        return pvname;
+}
+
+static bool replica_on(const cJSON *replicas, const char *volume, const char *node) {
+        const cJSON *r;
+        cJSON_ArrayForEach(
+                r, replicas) if (streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), volume) &&
+                                 streq_ptr(json_get_string(field(r, "spec", NULL), "nodeName"), node) &&
+                                 !field(r, "metadata", "deletionTimestamp")) return true;
+        return false;
+}
+
+static bool terminal(const cJSON *m) {
+        const char *state = json_get_string(field(m, "status", NULL), "state");
+        return streq_ptr(state, "Completed") || streq_ptr(state, "Aborted");
+}
+
+/* Whether a migration of volume exists that is still going (or an evictor's of any state). */
+static bool migration_exists(const cJSON *migrates, const char *volume) {
+        const cJSON *m;
+        char name[300];
+
+        snprintf(name, sizeof(name), EVICTOR_MIGRATE_PREFIX "%s", volume);
+        cJSON_ArrayForEach(m, migrates) {
+                if (streq_ptr(meta_str(m, "name"), name))
+                        return true;
+                if (streq_ptr(json_get_string(field(m, "spec", NULL), "volumeName"), volume) && !terminal(m))
+                        return true;
+        }
+        return false;
+}
+
+/* ---- writes -------------------------------------------------------------------------------- */
+
+static void ev_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) {
+        Evictor *ev = userdata;
+
+        (void) req;
+        ev->request = NULL;
+        if (resp->error < 0 && resp->error != -ENOENT && resp->error != -EEXIST) {
+                log_warning("Evictor: writing to the API failed: %s; retrying.", resp->message);
+                (void) sd_event_source_set_time_relative(ev->resync, RETRY_DELAY);
+                (void) sd_event_source_set_enabled(ev->resync, SD_EVENT_ON);
+                return;
+        }
+        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
+}
+
+static int ev_send(Evictor *ev, KubeMethod method, const char *path, const cJSON *body) {
+        int r = kube_request(ev->client, method, path, body, ev_on_written, ev, &ev->request);
+        return r < 0 ? r : 1;
+}
+
+static int create_migration(Evictor *ev, const char *volume, const char *node, const char *trigger,
+                            const char *why) {
+        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+        cJSON *meta, *spec, *fin, *ann;
+        char name[300];
+
+        snprintf(name, sizeof(name), EVICTOR_MIGRATE_PREFIX "%s", volume);
+        meta = body ? cJSON_AddObjectToObject(body, "metadata") : NULL;
+        spec = body ? cJSON_AddObjectToObject(body, "spec") : NULL;
+        fin = meta ? cJSON_AddArrayToObject(meta, "finalizers") : NULL;
+        ann = meta ? cJSON_AddObjectToObject(meta, "annotations") : NULL;
+        if (!fin || !ann || !spec ||
+            !cJSON_AddStringToObject(body, "apiVersion", "hwameistor.io/v1alpha1") ||
+            !cJSON_AddStringToObject(body, "kind", "LocalVolumeMigrate") ||
+            !cJSON_AddStringToObject(meta, "name", name) ||
+            !cJSON_AddStringToObject(ann, TRIGGER_ANN, trigger) ||
+            !cJSON_AddStringToObject(spec, "volumeName", volume) ||
+            !cJSON_AddStringToObject(spec, "sourceNode", node) ||
+            !cJSON_AddArrayToObject(spec, "targetNodesSuggested") ||
+            !cJSON_AddBoolToObject(spec, "migrateAllVols", true))
+                return -ENOMEM;
+        cJSON_AddItemToArray(fin, cJSON_CreateString(EVICTOR_FINALIZER));
+        log_info("Evictor: %s; moving volume %s off %s (%s).", why, volume, node, name);
+        return ev_send(ev, KUBE_POST, MIGRATE_PATH, body);
+}
+
+/* ---- the pass ------------------------------------------------------------------------------ */
+
+/* Finds the first thing to do and starts it: 1 when a write is in flight, 0 when all is done. */
+static int ev_pass(Evictor *ev) {
+        _cleanup_json_ cJSON *nodes = snapshot(ev->inf[INF_NODES]), *pods = snapshot(ev->inf[INF_PODS]),
+                             *pvcs = snapshot(ev->inf[INF_PVCS]), *pvs = snapshot(ev->inf[INF_PVS]),
+                             *volumes = snapshot(ev->inf[INF_VOLUMES]),
+                             *replicas = snapshot(ev->inf[INF_REPLICAS]),
+                             *migrates = snapshot(ev->inf[INF_MIGRATES]);
+        const cJSON *m, *n, *p, *v, *r;
+        char why[512];
+
+        if (!nodes || !pods || !pvcs || !pvs || !volumes || !replicas || !migrates)
+                return -ENOMEM;
+
+        /* A. The evictor's finished migrations: finalizer off; completed and cancelled ones go. */
+        cJSON_ArrayForEach(m, migrates) {
+                const char *name = meta_str(m, "name");
+                _cleanup_free_ char *path = NULL;
+                bool cancelled = streq_ptr(json_get_string(field(m, "status", NULL), "message"),
+                                           "aborted by request") &&
+                                 streq_ptr(json_get_string(field(m, "metadata", "annotations"), TRIGGER_ANN),
+                                           "node");
+
+                if (!name || !startswith(name, EVICTOR_MIGRATE_PREFIX) || !terminal(m))
+                        continue;
+                if (asprintf(&path, MIGRATE_PATH "/%s", name) < 0)
+                        return -ENOMEM;
+                if (has_finalizer(m, EVICTOR_FINALIZER)) {
+                        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                        cJSON *fin = body ? cJSON_AddArrayToObject(cJSON_AddObjectToObject(body, "metadata"),
+                                                                   "finalizers")
+                                          : NULL;
+                        const cJSON *f;
+                        if (!fin)
+                                return -ENOMEM;
+                        cJSON_ArrayForEach(f,
+                                           field(m, "metadata", "finalizers")) if (cJSON_IsString(f) &&
+                                                                                   !streq(f->valuestring,
+                                                                                          EVICTOR_FINALIZER))
+                                cJSON_AddItemToArray(fin, cJSON_CreateString(f->valuestring));
+                        return ev_send(ev, KUBE_PATCH_MERGE, path, body);
+                }
+                if ((streq_ptr(json_get_string(field(m, "status", NULL), "state"), "Completed") ||
+                     cancelled) &&
+                    !field(m, "metadata", "deletionTimestamp"))
+                        return ev_send(ev, KUBE_DELETE, path, NULL);
+        }
+
+        /* B. Uncordoned before the copy started: the node path's migrations are called off. */
+        cJSON_ArrayForEach(m, migrates) {
+                const char *state = json_get_string(field(m, "status", NULL), "state") ?: "";
+                const char *source = json_get_string(field(m, "spec", NULL), "sourceNode");
+                const cJSON *node = find_by_name(nodes, NULL, source);
+                _cleanup_free_ char *path = NULL;
+                _cleanup_json_ cJSON *body = NULL;
+
+                if (!startswith(strempty(meta_str(m, "name")), EVICTOR_MIGRATE_PREFIX) ||
+                    !streq_ptr(json_get_string(field(m, "metadata", "annotations"), TRIGGER_ANN), "node") ||
+                    cJSON_IsTrue(field(m, "spec", "abort")) || !node || node_unschedulable(node) ||
+                    !(streq(state, "") || streq(state, "Submitted") || streq(state, "AddReplica")))
+                        continue;
+                body = cJSON_CreateObject();
+                if (!body || !cJSON_AddBoolToObject(cJSON_AddObjectToObject(body, "spec"), "abort", true) ||
+                    asprintf(&path, MIGRATE_PATH "/%s", meta_str(m, "name")) < 0)
+                        return -ENOMEM;
+                log_info("Evictor: node %s is schedulable again before %s started copying; calling it off.",
+                         source, meta_str(m, "name"));
+                return ev_send(ev, KUBE_PATCH_MERGE, path, body);
+        }
+
+        /* C. Where each volume is in use: status.publishedNode. */
+        cJSON_ArrayForEach(v, volumes) {
+                const char *name = meta_str(v, "name"), *want = NULL;
+                const char *have = json_get_string(field(v, "status", NULL), "publishedNode");
+
+                cJSON_ArrayForEach(p, pods) {
+                        const cJSON *pv;
+                        if (pod_terminated(p) || !json_get_string(field(p, "spec", NULL), "nodeName"))
+                                continue;
+                        cJSON_ArrayForEach(
+                                pv,
+                                field(p, "spec",
+                                      "volumes")) if (streq_ptr(pod_volume_lv(pvcs, pvs,
+                                                                              meta_str(p, "namespace"), pv),
+                                                                name))
+                                want = json_get_string(field(p, "spec", NULL), "nodeName");
+                        if (want)
+                                break;
+                }
+                if (!streq_ptr(want, have) && !(isempty(want) && isempty(have))) {
+                        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                        _cleanup_free_ char *path = NULL;
+                        cJSON *st = body ? cJSON_AddObjectToObject(body, "status") : NULL;
+                        if (!st ||
+                            !(want ? cJSON_AddStringToObject(st, "publishedNode", want)
+                                   : cJSON_AddNullToObject(st, "publishedNode")) ||
+                            asprintf(&path, VOLUME_PATH "/%s/status", name) < 0)
+                                return -ENOMEM;
+                        log_debug("Evictor: volume %s is in use on %s.", name, strna(want));
+                        return ev_send(ev, KUBE_PATCH_MERGE, path, body);
+                }
+        }
+
+        /* D. Drained nodes: every volume with a replica there moves. */
+        cJSON_ArrayForEach(n, nodes) {
+                const char *node = meta_str(n, "name");
+
+                if (!node_unschedulable(n) || streq_ptr(label(n, EVICTION_LABEL), "disable"))
+                        continue;
+                cJSON_ArrayForEach(r, replicas) {
+                        const char *volume = json_get_string(field(r, "spec", NULL), "volumeName");
+                        if (!streq_ptr(json_get_string(field(r, "spec", NULL), "nodeName"), node) ||
+                            field(r, "metadata", "deletionTimestamp") || !volume ||
+                            migration_exists(migrates, volume))
+                                continue;
+                        snprintf(why, sizeof(why), "node %s is unschedulable", node);
+                        return create_migration(ev, volume, node, "node", why);
+                }
+        }
+
+        /* E. Evicted pods, and pods labelled eviction=start: their volumes leave their node. */
+        cJSON_ArrayForEach(p, pods) {
+                const cJSON *st = field(p, "status", NULL), *pv;
+                const char *node = json_get_string(field(p, "spec", NULL), "nodeName");
+                bool evicted = streq_ptr(json_get_string(st, "phase"), "Failed") &&
+                               streq_ptr(json_get_string(st, "reason"), "Evicted");
+                bool asked = streq_ptr(label(p, EVICTION_LABEL), "start");
+
+                if (!node || !(evicted || asked) || node_disabled(nodes, node))
+                        continue;
+                cJSON_ArrayForEach(pv, field(p, "spec", "volumes")) {
+                        const char *volume = pod_volume_lv(pvcs, pvs, meta_str(p, "namespace"), pv);
+                        if (!volume || !replica_on(replicas, volume, node) ||
+                            migration_exists(migrates, volume))
+                                continue;
+                        snprintf(why, sizeof(why), "pod %s/%s %s", strna(meta_str(p, "namespace")),
+                                 strna(meta_str(p, "name")),
+                                 evicted ? "was evicted" : "is labelled eviction=start");
+                        return create_migration(ev, volume, node, "pod", why);
+                }
+        }
+        return 0;
+}
+
+static bool ev_synced(Evictor *ev) {
+        for (size_t i = 0; i < _INF_MAX; i++)
+                if (!informer_has_synced(ev->inf[i]))
+                        return false;
+        return true;
+}
+
+static int ev_on_defer(sd_event_source *s, void *userdata) {
+        Evictor *ev = userdata;
+        int r;
+
+        (void) s;
+        if (ev->request || !ev_synced(ev))
+                return 0;
+        r = ev_pass(ev);
+        if (r < 0)
+                log_warning_errno(r, "Evictor: %m");
+        return 0;
+}
+
+static int ev_on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
+        Evictor *ev = userdata;
+        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
+        return sd_event_source_set_time(s, usec + RESYNC_INTERVAL);
+}
+
+static void ev_on_change(Informer *inf, const cJSON *obj, void *userdata) {
+        Evictor *ev = userdata;
+        (void) inf, (void) obj;
+        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
+}
+
+static void ev_on_update(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
+        (void) old;
+        ev_on_change(inf, obj, userdata);
+}
+
+static void ev_on_synced(Informer *inf, void *userdata) {
+        ev_on_change(inf, NULL, userdata);
+}
+
+int evictor_new(KubeClient *client, EventRecorder *events, Evictor **ret) {
+        static const InformerHandlers handlers = {
+                .added = ev_on_change,
+                .updated = ev_on_update,
+                .deleted = ev_on_change,
+                .synced = ev_on_synced,
+        };
+        static const InformerConfig configs[_INF_MAX] = {
+                [INF_NODES] = { .name = "evictor-nodes", .path = "/api/v1/nodes" },
+                [INF_PODS] = { .name = "evictor-pods", .path = "/api/v1/pods" },
+                [INF_PVCS] = { .name = "evictor-pvcs", .path = "/api/v1/persistentvolumeclaims" },
+                [INF_PVS] = { .name = "evictor-pvs", .path = "/api/v1/persistentvolumes" },
+                [INF_VOLUMES] = { .name = "evictor-localvolumes", .path = VOLUME_PATH },
+                [INF_REPLICAS] = { .name = "evictor-localvolumereplicas", .path = REPLICA_PATH },
+                [INF_MIGRATES] = { .name = "evictor-localvolumemigrates", .path = MIGRATE_PATH },
+        };
+        _cleanup_(evictor_freep) Evictor *ev = NULL;
+        sd_event *e = kube_client_event(client);
+        int r;
+
+        ev = calloc(1, sizeof(*ev));
+        if (!ev)
+                return -ENOMEM;
+        ev->client = client;
+        ev->events = events;
+        for (size_t i = 0; i < _INF_MAX; i++) {
+                r = informer_new(client, &configs[i], &handlers, ev, &ev->inf[i]);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_event_add_defer(e, &ev->defer, ev_on_defer, ev);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(ev->defer, "evictor-pass");
+        r = sd_event_add_time_relative(e, &ev->resync, CLOCK_MONOTONIC, RESYNC_INTERVAL, 0, ev_on_resync,
+                                       ev);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(ev->resync, "evictor-resync");
+        *ret = TAKE_PTR(ev);
+        return 0;
+}
+
+Evictor *evictor_free(Evictor *ev) {
+        if (!ev)
+                return NULL;
+        kube_request_cancel(ev->request);
+        for (size_t i = 0; i < _INF_MAX; i++)
+                informer_free(ev->inf[i]);
+        sd_event_source_disable_unref(ev->defer);
+        sd_event_source_disable_unref(ev->resync);
+        free(ev);
+        return NULL;
+}
+
+int evictor_start(Evictor *ev) {
+        for (size_t i = 0; i < _INF_MAX; i++) {
+                int r = informer_start(ev->inf[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}

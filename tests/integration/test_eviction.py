@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Volume eviction as the HwameiStor user guide drives it, on the three-node harness with the
+real kubectl: a drained node's volumes move to the other nodes with their data intact; a node
+labelled hwameistor.io/eviction=disable keeps them; a pod that is evicted, or labelled
+hwameistor.io/eviction=start and deleted, takes its volumes off its node; uncordoning before the
+copy starts calls the move off. Volumes are in use while a pod that has not terminated uses them,
+and do not move until it is gone."""
+
+import json
+import time
+
+from harness import MiB, POOL_HDD, cluster, make_cluster  # noqa: F401
+from test_migrate import HW, LV, make_volume
+
+LVM = f"{HW}/localvolumemigrates"
+RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app",
+      "uid": "8a3b7c36-0d3e-4b8c-9a55-0000000000aa"}
+
+
+def with_pod(c, volume, node, pod=None, labels=None):
+    """A PV (CSI driver lvm.hwameistor.io, named like the volume), its bound PVC, and a running pod
+    on node that uses it, as the provisioner and the scheduler would leave them."""
+    pod = pod or f"app-{volume}"
+    c.api("POST", "/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "48Mi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "hwameistor-storage-lvm-hdd",
+                 "csi": {"driver": "lvm.hwameistor.io", "volumeHandle": volume},
+                 "claimRef": {"namespace": "default", "name": f"data-{volume}"}}}, expect=201)
+    c.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"data-{volume}", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "48Mi"}},
+                 "storageClassName": "hwameistor-storage-lvm-hdd", "volumeName": volume}}, expect=201)
+    c.api("POST", "/api/v1/namespaces/default/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": "default", "labels": labels or {"app": pod},
+                     "ownerReferences": [dict(RS, controller=True, blockOwnerDeletion=True)]},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.local/app:1"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{volume}"}}]}},
+        expect=201)
+    c.api("PATCH", f"/api/v1/namespaces/default/pods/{pod}/status",
+          {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+          ctype="application/merge-patch+json", expect=200)
+    c.wait(lambda: (c.get(f"{LV}/{volume}") or {}).get("status", {}).get("publishedNode") == node,
+           what=f"{volume} in use on {node}")
+    return pod
+
+
+def replicas_of(c, volume):
+    return [r for r in c.kubectl_json("get", "localvolumereplica")["items"] if r["spec"]["volumeName"] == volume]
+
+
+def moved_off(c, volume, node, digest, timeout=120):
+    """Waits until volume's only replica is Ready and synced on another node, then checks its data."""
+    def done():
+        reps = replicas_of(c, volume)
+        return reps if (len(reps) == 1 and reps[0]["spec"]["nodeName"] != node and
+                        reps[0].get("status", {}).get("state") == "Ready" and reps[0]["status"].get("synced")) else None
+    reps = c.wait(done, timeout, f"{volume} moved off {node}")
+    assert c.checksum(reps[0]["metadata"]["name"]) == digest
+    return reps[0]
+
+
+def test_the_guide_drain_moves_every_volume_off_the_node(cluster):
+    c = cluster
+    _, d1 = make_volume(c, "pvc-drain-a", "k8s-node-1", 32 * MiB)
+    _, d2 = make_volume(c, "pvc-drain-b", "k8s-node-1", 16 * MiB)
+    with_pod(c, "pvc-drain-a", "k8s-node-1")
+    # The guide, verbatim.
+    c.kubectl("drain", "k8s-node-1", "--ignore-daemonsets=true", timeout=120)
+    a = moved_off(c, "pvc-drain-a", "k8s-node-1", d1)
+    b = moved_off(c, "pvc-drain-b", "k8s-node-1", d2)
+    assert {a["spec"]["nodeName"], b["spec"]["nodeName"]} <= {"k8s-node-2", "k8s-node-3"}
+
+    lsn = c.wait(lambda: (lambda o: o if all(not p.get("volumes") for p in o["status"]["pools"].values()) else None)(
+        c.kubectl_json("get", "localstoragenode", "k8s-node-1")), 30, "node-1's pools empty")
+    assert lsn["status"]["pools"][POOL_HDD]["volumes"] in ([], None)
+    out = c.kubectl("get", "localvolumereplica").stdout.splitlines()
+    assert out[0].split() == ["NAME", "CAPACITY", "NODE", "STATE", "SYNCED", "DEVICE", "AGE"]
+    rows = [line.split() for line in out[1:]]
+    assert all(r[2] != "k8s-node-1" and r[3] == "Ready" and r[4] == "true" for r in rows), out
+    assert not [lv for lv in c.node(1).lvm("lvs")["lv"] if lv["lv_name"].startswith("pvc-drain")]
+    # The evictor's migrations are gone once completed, and their finalizer with them.
+    c.wait(lambda: not [m for m in c.kubectl_json("get", "localvolumemigrate")["items"]
+                        if m["metadata"]["name"].startswith("evictor-")], 30, "evictor migrations removed")
+
+
+def test_eviction_disable_label_keeps_the_volumes_across_a_drain(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-stay", "k8s-node-1", 16 * MiB)
+    c.kubectl("label", "node", "k8s-node-1", "hwameistor.io/eviction=disable")
+    c.kubectl("drain", "k8s-node-1", "--ignore-daemonsets=true", timeout=120)
+    time.sleep(5)  # several evictor passes (it looks at every change and every 10 s)
+    assert c.kubectl_json("get", "localvolumemigrate")["items"] == []
+    assert [r["metadata"]["name"] for r in replicas_of(c, "pvc-stay")] == [source]
+    assert c.checksum(source) == digest
+
+
+def test_an_evicted_pod_takes_its_volume_off_its_node(cluster):
+    c = cluster
+    _, digest = make_volume(c, "pvc-evicted", "k8s-node-2", 16 * MiB)
+    pod = with_pod(c, "pvc-evicted", "k8s-node-2")
+    # What the kubelet writes when it evicts a pod under node pressure.
+    c.api("PATCH", f"/api/v1/namespaces/default/pods/{pod}/status",
+          {"status": {"phase": "Failed", "reason": "Evicted",
+                      "message": "The node was low on resource: ephemeral-storage."}},
+          ctype="application/merge-patch+json", expect=200)
+    moved_off(c, "pvc-evicted", "k8s-node-2", digest)
+
+
+def test_a_pod_labelled_eviction_start_and_deleted_takes_its_volume_along(cluster):
+    c = cluster
+    _, digest = make_volume(c, "pvc-mysql", "k8s-node-3", 16 * MiB)
+    with_pod(c, "pvc-mysql", "k8s-node-3", pod="mysql-pod")
+    c.kubectl("label", "pod", "mysql-pod", "hwameistor.io/eviction=start")
+    c.wait(lambda: c.get(f"{LVM}/evictor-pvc-mysql"), 30, "the evictor's migration")
+    # In use until the pod is gone.
+    c.wait(lambda: (c.get(f"{LVM}/evictor-pvc-mysql") or {}).get("status", {}).get("message") ==
+           "Volume is still in use on k8s-node-3", 30, "the in-use message")
+    c.kubectl("delete", "pod", "mysql-pod")
+    moved_off(c, "pvc-mysql", "k8s-node-3", digest)
+
+
+def test_uncordon_before_the_copy_starts_calls_the_move_off(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-cordon", "k8s-node-1", 16 * MiB)
+    with_pod(c, "pvc-cordon", "k8s-node-1")  # in use: the migration waits in Submitted
+    c.kubectl("cordon", "k8s-node-1")
+    c.wait(lambda: (c.get(f"{LVM}/evictor-pvc-cordon") or {}).get("status", {}).get("state") == "Submitted", 30,
+           "the evictor's migration waiting")
+    c.kubectl("uncordon", "k8s-node-1")
+    c.wait(lambda: c.get(f"{LVM}/evictor-pvc-cordon") is None, 30, "the migration called off and removed")
+    assert [r["metadata"]["name"] for r in replicas_of(c, "pvc-cordon")] == [source]
+    assert c.checksum(source) == digest
+    events = [e for e in c.kubectl_json("get", "events", "-A")["items"]
+              if e["involvedObject"].get("name") == "evictor-pvc-cordon"]
+    assert any(e["reason"] == "Aborted" for e in events), json.dumps(events)[:2000]
