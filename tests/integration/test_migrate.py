@@ -5,6 +5,7 @@ source; bad requests end Aborted with a reason and delete nothing; an abort duri
 back and leaves the source untouched."""
 
 import json
+import time
 
 import pytest
 
@@ -119,3 +120,30 @@ def test_abort_during_the_copy_rolls_back_and_leaves_the_source_untouched(cluste
     assert c.get(f"{LV}/pvc-abort")["spec"]["accessibility"]["nodes"] == ["k8s-node-1"]
     c.wait(lambda: not any(lv["lv_name"] == "pvc-abort" for lv in c.node(3).lvm("lvs")["lv"]), 30,
            "the target's LV removed")
+
+
+@pytest.mark.parametrize("cluster", [{"config": "[Stream]\nBandwidthLimit=6M\n"}], indirect=True)
+@pytest.mark.parametrize("victim", ["source", "target", "leader"])
+def test_sigkill_during_the_copy_resumes_and_completes(cluster, victim):
+    c = cluster
+    size = 64 * MiB
+    source, digest = make_volume(c, "pvc-kill", "k8s-node-1", size)
+    apply_migrate(c, "m-kill", "pvc-kill", "k8s-node-1", ["k8s-node-2"])
+    c.wait(lambda: (migrate_status(c, "m-kill").get("progress") or {}).get("bytesDone", 0) >= 8 * MiB, 60,
+           "copy progress")
+    node = {"source": c.node(1), "target": c.node(2), "leader": c.leader()}[victim]
+    node.kill()
+    time.sleep(1)
+    node.start()
+    if victim in ("source", "target"):
+        # The push carries on from its checkpoint, not from the start.
+        def resumed():
+            s = (c.replica(source) or {}).get("metadata", {}).get("annotations", {}).get(
+                "hwameistor.io/hwameid-push-status")
+            return s and json.loads(s).get("resumedFrom", 0) > 0
+        c.wait(resumed, 60, "a resumed push")
+    st = wait_state(c, "m-kill", "Completed", 120)
+    target = [r for r in replicas_of(c, "pvc-kill")]
+    assert [r["spec"]["nodeName"] for r in target] == ["k8s-node-2"]
+    assert c.checksum(target[0]["metadata"]["name"]) == digest
+    assert st["digest"] == target[0]["metadata"]["annotations"]["hwameistor.io/hwameid-digest"]
