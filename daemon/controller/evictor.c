@@ -224,8 +224,9 @@ static int ev_pass(Evictor *ev) {
                                  streq_ptr(json_get_string(field(m, "metadata", "annotations"), TRIGGER_ANN),
                                            "node");
 
-                if (!name || !startswith(name, EVICTOR_MIGRATE_PREFIX) || !terminal(m))
-                        continue;
+                if (!name || !startswith(name, EVICTOR_MIGRATE_PREFIX) || !terminal(m) ||
+                    label(m, "hwameistor.io/hwameid-parent"))
+                        continue; /* a group's parts belong to their parent */
                 if (asprintf(&path, MIGRATE_PATH "/%s", name) < 0)
                         return -ENOMEM;
                 if (has_finalizer(m, EVICTOR_FINALIZER)) {

@@ -19,13 +19,15 @@
 #define VOLUME_PATH     API "/localvolumes"
 #define REPLICA_PATH    API "/localvolumereplicas"
 #define LSN_PATH        API "/localstoragenodes"
+#define GROUP_PATH      API "/localvolumegroups"
+#define PARENT_LABEL    "hwameistor.io/hwameid-parent"
 #define RESYNC_INTERVAL (5 * USEC_PER_SEC)
 #define RETRY_DELAY     (2 * USEC_PER_SEC)
 
 struct MigrateController {
         KubeClient *client;
         EventRecorder *events;
-        Informer *migrates, *volumes, *replicas, *nodes;
+        Informer *migrates, *volumes, *replicas, *nodes, *groups;
         Hashmap *queue; /* name → name (owned) */
         /* name → the resourceVersion a status write was based on: until the cache shows a newer
          * version of that migration, it is not looked at again (its cached state is stale). */
@@ -315,6 +317,200 @@ static int rollback(MigrateController *mc, const cJSON *m, const char *message) 
         }
 }
 
+/* ---- groups (migrateAllVols): one child migration per volume, all to one target ----------- */
+
+/* The volumes of lv's group that have a replica on source (lv's own volume first). */
+static cJSON *group_members(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
+                            const char *source) {
+        const char *group = json_get_string(field(lv, "spec", NULL), "volumegroup");
+        _cleanup_json_ cJSON *lvg = NULL;
+        cJSON *out = cJSON_CreateArray();
+        bool all = true;
+        const cJSON *i;
+
+        if (!out)
+                return NULL;
+        cJSON_AddItemToArray(out, cJSON_CreateString(volume));
+        if (json_get_bool(field(m, "spec", NULL), "migrateAllVols", &all) >= 0 && !all)
+                return out;
+        if (json_get_string(field(m, "metadata", "labels"), PARENT_LABEL))
+                return out; /* a child moves its one volume */
+        lvg = group ? cached(mc->groups, group) : NULL;
+        cJSON_ArrayForEach(i, field(field(lvg, "spec", NULL), "volumes", NULL)) {
+                const char *v = json_get_string(i, "localvolume");
+                _cleanup_json_ cJSON *r = NULL;
+
+                if (!v || streq(v, volume))
+                        continue;
+                r = find_replica(mc, v, source);
+                if (r)
+                        cJSON_AddItemToArray(out, cJSON_CreateString(v));
+        }
+        return out;
+}
+
+typedef struct Covering {
+        const char *self, *self_parent, *volume;
+        const char *found;
+        char name[256];
+        bool completed;
+} Covering;
+
+static int covering_match(const cJSON *o, void *userdata) {
+        Covering *q = userdata;
+        const char *name = name_of(o), *state = json_get_string(field(o, "status", NULL), "state");
+        const char *parent = json_get_string(field(o, "metadata", "labels"), PARENT_LABEL);
+        const cJSON *vols = field(field(o, "status", NULL), "volumes", NULL), *v;
+
+        if (q->found || !name || streq(name, q->self) || streq_ptr(name, q->self_parent) ||
+            streq_ptr(parent, q->self) || cJSON_GetArraySize(vols) < 2 || streq_ptr(state, "Aborted"))
+                return 0;
+        cJSON_ArrayForEach(v, vols) if (cJSON_IsString(v) && streq(v->valuestring, q->volume)) {
+                snprintf(q->name, sizeof(q->name), "%s", name);
+                q->found = q->name;
+                q->completed = streq_ptr(state, "Completed");
+        }
+        return 0;
+}
+
+/* Another group migration that moves volume too (and whether it completed). */
+static const char *covered_by(MigrateController *mc, const cJSON *m, const char *volume, bool *completed,
+                              Covering *q) {
+        *q = (Covering){ .self = name_of(m),
+                         .self_parent = json_get_string(field(m, "metadata", "labels"), PARENT_LABEL),
+                         .volume = volume };
+        (void) kube_cache_foreach(informer_cache(mc->migrates), covering_match, q);
+        *completed = q->completed;
+        return q->found;
+}
+
+static char *child_name(const cJSON *m, size_t i) {
+        char *n;
+        return asprintf(&n, "%.200s-%zu", name_of(m), i) < 0 ? NULL : n;
+}
+
+static int finish(MigrateController *mc, const cJSON *m, const char *state, const char *type,
+                  const char *msg) {
+        cJSON *x = status_of(state, msg);
+        char ts[32];
+
+        emit(mc, m, type, state, msg);
+        now_rfc3339(ts);
+        if (x)
+                cJSON_AddStringToObject(x, "completionTime", ts);
+        return set_status(mc, name_of(m), x);
+}
+
+/* A group move: a child migration per volume, all with the parent's target; the parent follows. */
+static int step_group(MigrateController *mc, const cJSON *m) {
+        const cJSON *st = field(m, "status", NULL), *vols = field(st, "volumes", NULL), *v;
+        const char *target = json_get_string(st, "targetNode");
+        const char *source = json_get_string(field(m, "spec", NULL), "sourceNode");
+        bool abort_requested = cJSON_IsTrue(field(m, "spec", "abort")) ||
+                               streq_ptr(json_get_string(st, "state"), "ToBeAborted");
+        uint64_t total = 0, done = 0, rate = 0;
+        unsigned n = 0, completed = 0, aborted = 0, syncing = 0;
+        const char *failure = NULL;
+        char msg[512];
+        size_t i = 0;
+
+        cJSON_ArrayForEach(v, vols) {
+                _cleanup_free_ char *cname = child_name(m, i++);
+                _cleanup_json_ cJSON *child = cached(mc->migrates, cname);
+                const cJSON *cst = field(child, "status", NULL), *p = field(cst, "progress", NULL);
+                const char *cstate = json_get_string(cst, "state") ?: "";
+                uint64_t x;
+
+                if (!cname)
+                        return -ENOMEM;
+                n++;
+                if (!child) {
+                        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                        cJSON *meta, *spec, *labels, *sugg;
+
+                        if (abort_requested)
+                                continue;
+                        meta = body ? cJSON_AddObjectToObject(body, "metadata") : NULL;
+                        labels = meta ? cJSON_AddObjectToObject(meta, "labels") : NULL;
+                        spec = body ? cJSON_AddObjectToObject(body, "spec") : NULL;
+                        sugg = spec ? cJSON_AddArrayToObject(spec, "targetNodesSuggested") : NULL;
+                        if (!sugg || !labels || !cJSON_IsString(v) ||
+                            !cJSON_AddStringToObject(body, "apiVersion", "hwameistor.io/v1alpha1") ||
+                            !cJSON_AddStringToObject(body, "kind", "LocalVolumeMigrate") ||
+                            !cJSON_AddStringToObject(meta, "name", cname) ||
+                            !cJSON_AddStringToObject(labels, PARENT_LABEL, name_of(m)) ||
+                            !cJSON_AddStringToObject(spec, "volumeName", v->valuestring) ||
+                            !cJSON_AddStringToObject(spec, "sourceNode", source) ||
+                            !cJSON_AddBoolToObject(spec, "migrateAllVols", false))
+                                return -ENOMEM;
+                        cJSON_AddItemToArray(sugg, cJSON_CreateString(target));
+                        return mc_send(mc, KUBE_POST, MIGRATE_PATH, body);
+                }
+                if (abort_requested && !cJSON_IsTrue(field(child, "spec", "abort")) &&
+                    !streq(cstate, "Completed") && !streq(cstate, "Aborted") &&
+                    !streq(cstate, "PruneReplica")) {
+                        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                        _cleanup_free_ char *path = NULL;
+
+                        if (!body ||
+                            !cJSON_AddBoolToObject(cJSON_AddObjectToObject(body, "spec"), "abort", true) ||
+                            asprintf(&path, MIGRATE_PATH "/%s", cname) < 0)
+                                return -ENOMEM;
+                        return mc_send(mc, KUBE_PATCH_MERGE, path, body);
+                }
+                completed += streq(cstate, "Completed");
+                if (streq(cstate, "Aborted")) {
+                        aborted++;
+                        failure = failure ?: json_get_string(cst, "message");
+                }
+                syncing += streq(cstate, "SyncReplica") || streq(cstate, "PruneReplica");
+                if (json_get_u64(p, "bytesTotal", &x) >= 0)
+                        total += x;
+                if (json_get_u64(p, "bytesDone", &x) >= 0)
+                        done += x;
+                if (json_get_u64(p, "bytesPerSecond", &x) >= 0)
+                        rate += x;
+        }
+
+        if (aborted > 0 && !abort_requested) {
+                snprintf(msg, sizeof(msg), "a volume of the group could not move: %s", strna(failure));
+                return set_status(mc, name_of(m), status_of("ToBeAborted", msg));
+        }
+        if (abort_requested) {
+                const char *why = json_get_string(st, "message");
+                if (completed + aborted < n)
+                        return 0; /* children still rolling back (or pruning) */
+                return finish(mc, m, "Aborted", EVENT_WARNING,
+                              !why || streq(why, "Aborting by request") ? "aborted by request" : why);
+        }
+        if (completed == n) {
+                snprintf(msg, sizeof(msg), "%u volumes moved from %s to %s", n, source, strna(target));
+                return finish(mc, m, "Completed", EVENT_NORMAL, msg);
+        }
+        {
+                const char *state = syncing > 0 || completed > 0 ? "SyncReplica" : "AddReplica";
+                const cJSON *cur = field(st, "progress", NULL);
+                _cleanup_json_ cJSON *p = cJSON_CreateObject();
+                cJSON *x;
+
+                if (!p || !cJSON_AddNumberToObject(p, "bytesTotal", (double) total) ||
+                    !cJSON_AddNumberToObject(p, "bytesDone", (double) done) ||
+                    !cJSON_AddNumberToObject(p, "bytesPerSecond", (double) rate))
+                        return -ENOMEM;
+                if (rate > 0 && total > done)
+                        cJSON_AddNumberToObject(p, "etaSeconds", (double) ((total - done) / rate));
+                snprintf(msg, sizeof(msg), "%u of %u volumes moved", completed, n);
+                if (streq_ptr(json_get_string(st, "state"), state) && cur && cJSON_Compare(cur, p, true) &&
+                    streq_ptr(json_get_string(st, "message"), msg))
+                        return 0;
+                x = status_of(state, msg);
+                if (!x)
+                        return -ENOMEM;
+                cJSON_AddItemToObject(x, "progress", TAKE_PTR(p));
+                return set_status(mc, name_of(m), x);
+        }
+}
+
 static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                     const char *source) {
         _cleanup_json_ cJSON *replica = NULL;
@@ -326,6 +522,24 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
                 snprintf(msg, sizeof(msg), "volume %s does not exist", strna(volume));
                 return rollback(mc, m, msg);
         }
+        {
+                Covering q;
+                bool completed = false;
+                const char *other = covered_by(mc, m, volume, &completed, &q);
+
+                if (other && completed && !find_replica(mc, volume, source)) {
+                        snprintf(msg, sizeof(msg), "Volume %s moved together with its group in migration %s",
+                                 volume, other);
+                        return finish(mc, m, "Completed", EVENT_NORMAL, msg);
+                }
+                if (other && !completed) {
+                        snprintf(msg, sizeof(msg), "Volume %s moves with its group in migration %s", volume,
+                                 other);
+                        return streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg)
+                                       ? 0
+                                       : set_status(mc, name_of(m), status_of(NULL, msg));
+                }
+        }
         replica = find_replica(mc, volume, source);
         if (!replica) {
                 snprintf(msg, sizeof(msg), "node %s holds no replica of volume %s", strna(source), volume);
@@ -334,14 +548,15 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
         (void) json_get_u64(field(lv, "spec", NULL), "replicaNumber", &replicas);
         now_rfc3339(ts);
         st = status_of("Submitted", NULL);
-        vols = st ? cJSON_AddArrayToObject(st, "volumes") : NULL;
-        if (!vols || !cJSON_AddNumberToObject(st, "originalReplicaNumber", (double) replicas) ||
+        vols = group_members(mc, m, lv, volume, source);
+        if (!st || !vols || !cJSON_AddNumberToObject(st, "originalReplicaNumber", (double) replicas) ||
             !cJSON_AddStringToObject(st, "sourceReplica", name_of(replica)) ||
             !cJSON_AddStringToObject(st, "startTime", ts)) {
                 cJSON_Delete(st);
+                cJSON_Delete(vols);
                 return -ENOMEM;
         }
-        cJSON_AddItemToArray(vols, cJSON_CreateString(volume));
+        cJSON_AddItemToObject(st, "volumes", vols);
         emit(mc, m, EVENT_NORMAL, "Submitted", "Migration accepted");
         return set_status(mc, name_of(m), st);
 }
@@ -356,8 +571,17 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
         char msg[512], *target_replica = NULL, *identity = NULL;
         cJSON *st;
 
+        const cJSON *vols = field(field(m, "status", NULL), "volumes", NULL), *v;
+        bool group = cJSON_GetArraySize(vols) > 1;
+
         if (!replica)
                 return rollback(mc, m, "the source replica is gone");
+        cJSON_ArrayForEach(v, vols) {
+                _cleanup_json_ cJSON *other = cJSON_IsString(v) ? cached(mc->volumes, v->valuestring) : NULL;
+                if (other &&
+                    streq_ptr(json_get_string(field(other, "status", NULL), "publishedNode"), source))
+                        published = source;
+        }
         if (streq_ptr(published, source)) {
                 const char *cur = json_get_string(field(m, "status", NULL), "message");
                 snprintf(msg, sizeof(msg), "Volume is still in use on %s", source);
@@ -365,6 +589,18 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
         }
         q.pool = json_get_string(field(replica, "spec", NULL), "poolName");
         (void) json_get_u64(field(replica, "spec", NULL), "requiredCapacityBytes", &q.need);
+        if (group) {
+                /* The target must have room for the whole group. */
+                q.need = 0;
+                cJSON_ArrayForEach(v, vols) {
+                        _cleanup_json_ cJSON *r = cJSON_IsString(v)
+                                                          ? find_replica(mc, v->valuestring, source)
+                                                          : NULL;
+                        uint64_t need = 0;
+                        (void) json_get_u64(field(r, "spec", NULL), "requiredCapacityBytes", &need);
+                        q.need += need;
+                }
+        }
         q.suggested = cJSON_GetObjectItemCaseSensitive(spec, "targetNodesSuggested");
         (void) kube_cache_foreach(informer_cache(mc->nodes), target_consider, &q);
         if (!q.best) {
@@ -381,6 +617,19 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                 if (streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg))
                         return 0;
                 return set_status(mc, name_of(m), status_of("Submitted", msg));
+        }
+
+        if (group) {
+                snprintf(msg, sizeof(msg), "Moving %d volumes of the group to %s", cJSON_GetArraySize(vols),
+                         q.best);
+                st = status_of("AddReplica", msg);
+                if (st)
+                        cJSON_AddStringToObject(st, "targetNode", q.best);
+                log_info("Migration %s: moving the group of %s from %s to %s.", name_of(m), volume, source,
+                         q.best);
+                emit(mc, m, EVENT_NORMAL, "TargetChosen", msg);
+                free(q.best);
+                return set_status(mc, name_of(m), st);
         }
 
         /* Names that follow from the migration (its UID): doing this step twice cannot make two. */
@@ -678,6 +927,13 @@ static int mc_reconcile(MigrateController *mc, const cJSON *m) {
         if (streq(state, "Completed") || streq(state, "Aborted"))
                 return 0;
         (void) json_get_bool(spec, "abort", &abort_requested);
+        if (cJSON_GetArraySize(field(st, "volumes", NULL)) > 1 &&
+            (streq(state, "AddReplica") || streq(state, "SyncReplica") || streq(state, "ToBeAborted") ||
+             (abort_requested && !streq(state, "") && !streq(state, "Submitted")))) {
+                if (abort_requested && !streq(state, "ToBeAborted"))
+                        return set_status(mc, name_of(m), status_of("ToBeAborted", "Aborting by request"));
+                return step_group(mc, m);
+        }
         if (abort_requested && !streq(state, "PruneReplica")) {
                 if (!streq(state, "ToBeAborted"))
                         return set_status(mc, name_of(m), status_of("ToBeAborted", "Aborting by request"));
@@ -706,7 +962,8 @@ static int mc_on_defer(sd_event_source *s, void *userdata) {
 
         (void) s;
         if (mc->busy || !informer_has_synced(mc->migrates) || !informer_has_synced(mc->volumes) ||
-            !informer_has_synced(mc->replicas) || !informer_has_synced(mc->nodes))
+            !informer_has_synced(mc->replicas) || !informer_has_synced(mc->nodes) ||
+            !informer_has_synced(mc->groups))
                 return 0;
         while (!mc->busy && hashmap_iterate(mc->queue, &i, (void **) &name, NULL)) {
                 _cleanup_json_ cJSON *m = NULL;
@@ -790,6 +1047,10 @@ int migrate_controller_new(KubeClient *client, EventRecorder *events, MigrateCon
                         client, &(InformerConfig){ .name = "all-localvolumereplicas", .path = REPLICA_PATH },
                         &handlers, mc, &mc->replicas);
         if (r >= 0)
+                r = informer_new(client,
+                                 &(InformerConfig){ .name = "localvolumegroups", .path = GROUP_PATH },
+                                 &handlers, mc, &mc->groups);
+        if (r >= 0)
                 r = informer_new(client, &(InformerConfig){ .name = "localstoragenodes", .path = LSN_PATH },
                                  &handlers, mc, &mc->nodes);
         if (r < 0)
@@ -820,6 +1081,7 @@ MigrateController *migrate_controller_free(MigrateController *mc) {
         informer_free(mc->volumes);
         informer_free(mc->replicas);
         informer_free(mc->nodes);
+        informer_free(mc->groups);
         sd_event_source_disable_unref(mc->defer);
         sd_event_source_disable_unref(mc->resync);
         hashmap_free_with(mc->queue, free_name);
@@ -847,5 +1109,7 @@ int migrate_controller_start(MigrateController *mc) {
                 r = informer_start(mc->replicas);
         if (r >= 0)
                 r = informer_start(mc->nodes);
+        if (r >= 0)
+                r = informer_start(mc->groups);
         return r;
 }

@@ -10,41 +10,9 @@ import json
 import time
 
 from harness import MiB, POOL_HDD, cluster, make_cluster  # noqa: F401
-from test_migrate import HW, LV, make_volume
+from test_migrate import HW, LV, make_volume, with_pod
 
 LVM = f"{HW}/localvolumemigrates"
-RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app",
-      "uid": "8a3b7c36-0d3e-4b8c-9a55-0000000000aa"}
-
-
-def with_pod(c, volume, node, pod=None, labels=None):
-    """A PV (CSI driver lvm.hwameistor.io, named like the volume), its bound PVC, and a running pod
-    on node that uses it, as the provisioner and the scheduler would leave them."""
-    pod = pod or f"app-{volume}"
-    c.api("POST", "/api/v1/persistentvolumes", {
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
-        "spec": {"capacity": {"storage": "48Mi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "hwameistor-storage-lvm-hdd",
-                 "csi": {"driver": "lvm.hwameistor.io", "volumeHandle": volume},
-                 "claimRef": {"namespace": "default", "name": f"data-{volume}"}}}, expect=201)
-    c.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": f"data-{volume}", "namespace": "default"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "48Mi"}},
-                 "storageClassName": "hwameistor-storage-lvm-hdd", "volumeName": volume}}, expect=201)
-    c.api("POST", "/api/v1/namespaces/default/pods", {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod, "namespace": "default", "labels": labels or {"app": pod},
-                     "ownerReferences": [dict(RS, controller=True, blockOwnerDeletion=True)]},
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.local/app:1"}],
-                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{volume}"}}]}},
-        expect=201)
-    c.api("PATCH", f"/api/v1/namespaces/default/pods/{pod}/status",
-          {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
-          ctype="application/merge-patch+json", expect=200)
-    c.wait(lambda: (c.get(f"{LV}/{volume}") or {}).get("status", {}).get("publishedNode") == node,
-           what=f"{volume} in use on {node}")
-    return pod
 
 
 def replicas_of(c, volume):

@@ -29,6 +29,40 @@ def make_volume(c, name, node, capacity=48 * MiB):
     return replica, digest
 
 
+RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app",
+      "uid": "8a3b7c36-0d3e-4b8c-9a55-0000000000aa"}
+
+
+def with_pod(c, volume, node, pod=None, labels=None):
+    """A PV (CSI driver lvm.hwameistor.io, named like the volume), its bound PVC, and a running pod
+    on node that uses it, as the provisioner and the scheduler would leave them."""
+    pod = pod or f"app-{volume}"
+    c.api("POST", "/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "48Mi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "hwameistor-storage-lvm-hdd",
+                 "csi": {"driver": "lvm.hwameistor.io", "volumeHandle": volume},
+                 "claimRef": {"namespace": "default", "name": f"data-{volume}"}}}, expect=201)
+    c.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"data-{volume}", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "48Mi"}},
+                 "storageClassName": "hwameistor-storage-lvm-hdd", "volumeName": volume}}, expect=201)
+    c.api("POST", "/api/v1/namespaces/default/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": "default", "labels": labels or {"app": pod},
+                     "ownerReferences": [dict(RS, controller=True, blockOwnerDeletion=True)]},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.local/app:1"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{volume}"}}]}},
+        expect=201)
+    c.api("PATCH", f"/api/v1/namespaces/default/pods/{pod}/status",
+          {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+          ctype="application/merge-patch+json", expect=200)
+    c.wait(lambda: (c.get(f"{LV}/{volume}") or {}).get("status", {}).get("publishedNode") == node,
+           what=f"{volume} in use on {node}")
+    return pod
+
+
 def apply_migrate(c, name, volume, source, targets=()):
     """The guide's LocalVolumeMigrate, applied with kubectl."""
     yaml = (f"apiVersion: hwameistor.io/v1alpha1\nkind: LocalVolumeMigrate\nmetadata:\n  name: {name}\n"
@@ -88,9 +122,8 @@ def test_bad_requests_end_with_a_reason_and_delete_nothing(cluster):
     assert "holds no replica" in wait_state(c, "m-noreplica", "Aborted")["message"]
     assert "invalid target node" in wait_state(c, "m-badtarget", "Aborted")["message"]
 
-    # In use on the source: it waits, saying so.
-    c.api("PATCH", f"{LV}/pvc-bad/status", {"status": {"publishedNode": "k8s-node-1"}},
-          ctype="application/merge-patch+json", expect=200)
+    # In use on the source (a pod there uses it): it waits, saying so.
+    with_pod(c, "pvc-bad", "k8s-node-1")
     apply_migrate(c, "m-inuse", "pvc-bad", "k8s-node-1")
     c.wait(lambda: migrate_status(c, "m-inuse").get("message") == "Volume is still in use on k8s-node-1",
            what="the in-use message")
@@ -147,3 +180,25 @@ def test_sigkill_during_the_copy_resumes_and_completes(cluster, victim):
     assert [r["spec"]["nodeName"] for r in target] == ["k8s-node-2"]
     assert c.checksum(target[0]["metadata"]["name"]) == digest
     assert st["digest"] == target[0]["metadata"]["annotations"]["hwameistor.io/hwameid-digest"]
+
+
+def test_migrate_all_vols_moves_the_whole_group_to_the_suggested_node(cluster):
+    c = cluster
+    _, d1 = make_volume(c, "pvc-grp-data", "k8s-node-1", 24 * MiB)
+    _, d2 = make_volume(c, "pvc-grp-log", "k8s-node-1", 16 * MiB)
+    c.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolumeGroup", "metadata": {"name": "lvg-mysql"},
+        "spec": {"namespace": "default", "pods": ["mysql-0"], "accessibility": {"nodes": ["k8s-node-1"]},
+                 "volumes": [{"localvolume": "pvc-grp-data", "pvc": "data-mysql-0"},
+                             {"localvolume": "pvc-grp-log", "pvc": "log-mysql-0"}]}}))
+    for v in ("pvc-grp-data", "pvc-grp-log"):
+        c.api("PATCH", f"{LV}/{v}", {"spec": {"volumegroup": "lvg-mysql"}}, ctype="application/merge-patch+json",
+              expect=200)
+    apply_migrate(c, "migrate-group", "pvc-grp-data", "k8s-node-1", ["k8s-node-3"])
+    st = wait_state(c, "migrate-group", "Completed", 120)
+    assert st["volumes"] == ["pvc-grp-data", "pvc-grp-log"] and st["targetNode"] == "k8s-node-3", st
+    for v, digest in (("pvc-grp-data", d1), ("pvc-grp-log", d2)):
+        reps = replicas_of(c, v)
+        assert [r["spec"]["nodeName"] for r in reps] == ["k8s-node-3"], (v, reps)
+        assert c.checksum(reps[0]["metadata"]["name"]) == digest
+        assert c.get(f"{LV}/{v}")["spec"]["accessibility"]["nodes"] == ["k8s-node-3"]
