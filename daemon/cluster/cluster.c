@@ -8,6 +8,7 @@
 #include "../basic/random-util.h"
 #include "../basic/string-util.h"
 #include "../controller/evictor.h"
+#include "../controller/health.h"
 #include "../controller/migrate.h"
 #include "../election/lease.h"
 #include "../informer/informer.h"
@@ -50,6 +51,7 @@ struct Cluster {
         SyncAgent *sync;
         MigrateController *migrate; /* while leading */
         Evictor *evictor;           /* while leading */
+        HealthController *health;   /* while leading */
         char *identity, *stream_problem, *checkpoint_dir;
         bool node_registered, leading;
 };
@@ -198,6 +200,13 @@ static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
                 log_error_errno(r, "Failed to start the evictor: %m");
                 c->evictor = evictor_free(c->evictor);
         }
+        r = health_controller_new(c->client, c->events, c->namespace, &c->health);
+        if (r >= 0)
+                r = health_controller_start(c->health);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the node health controller: %m");
+                c->health = health_controller_free(c->health);
+        }
         /* As client-go does, on the Lease: `kubectl get events -n <namespace>` shows who leads. */
         event_recorder_emit(c->events, "coordination.k8s.io/v1", "Lease", leader_elector_lease(le),
                             EVENT_NORMAL, "LeaderElection", "%s became leader", c->identity);
@@ -211,6 +220,7 @@ static void cluster_on_stopped_leading(LeaderElector *le, void *userdata) {
 
         (void) le;
         c->leading = false;
+        c->health = health_controller_free(c->health);
         c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
         if (c->cb.leading)
@@ -380,6 +390,7 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->health = health_controller_free(c->health);
         c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
         c->sync = sync_agent_free(c->sync);
