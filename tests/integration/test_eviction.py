@@ -30,16 +30,46 @@ def moved_off(c, volume, node, digest, timeout=120):
     return reps[0]
 
 
+def make_ha_volume(c, name, nodes, capacity):
+    """An HA volume (replicaNumber 2) with a replica on each of nodes, the same data in both."""
+    lv = {"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": name},
+          "spec": {"requiredCapacityBytes": capacity, "poolName": POOL_HDD, "replicaNumber": 2,
+                   "accessibility": {"nodes": list(nodes)}, "pvcNamespace": "default", "pvcName": name}}
+    c.kubectl("create", "-f", "-", input=json.dumps(lv))
+    names = []
+    for i, node in enumerate(nodes):
+        n = c.create_replica(node, capacity, volume=name)
+        c.wait_replica_ready(n)
+        c.write_random(n, seed=42)
+        names.append(n)
+    c.api("PATCH", f"{LV}/{name}/status", {"status": {"replicas": names, "state": "Ready"}},
+          ctype="application/merge-patch+json", expect=200)
+    return names, c.checksum(names[0])
+
+
 def test_the_guide_drain_moves_every_volume_off_the_node(cluster):
     c = cluster
     _, d1 = make_volume(c, "pvc-drain-a", "k8s-node-1", 32 * MiB)
     _, d2 = make_volume(c, "pvc-drain-b", "k8s-node-1", 16 * MiB)
+    (ha1, ha2), dha = make_ha_volume(c, "pvc-drain-ha", ["k8s-node-1", "k8s-node-2"], 16 * MiB)
     with_pod(c, "pvc-drain-a", "k8s-node-1")
     # The guide, verbatim.
     c.kubectl("drain", "k8s-node-1", "--ignore-daemonsets=true", timeout=120)
     a = moved_off(c, "pvc-drain-a", "k8s-node-1", d1)
     b = moved_off(c, "pvc-drain-b", "k8s-node-1", d2)
     assert {a["spec"]["nodeName"], b["spec"]["nodeName"]} <= {"k8s-node-2", "k8s-node-3"}
+    # The HA volume: the replica on the drained node moved to the one node without a replica; the
+    # other replica kept serving, untouched.
+    def ha_moved():
+        reps = replicas_of(c, "pvc-drain-ha")
+        nodes = sorted(r["spec"]["nodeName"] for r in reps)
+        return reps if nodes == ["k8s-node-2", "k8s-node-3"] and all(
+            r.get("status", {}).get("state") == "Ready" and r["status"].get("synced") for r in reps) else None
+    reps = c.wait(ha_moved, 120, "the HA volume's replica moved to node-3")
+    assert ha2 in [r["metadata"]["name"] for r in reps]
+    for r in reps:
+        assert c.checksum(r["metadata"]["name"]) == dha
+    assert sorted(c.get(f"{LV}/pvc-drain-ha")["spec"]["accessibility"]["nodes"]) == ["k8s-node-2", "k8s-node-3"]
 
     lsn = c.wait(lambda: (lambda o: o if all(not p.get("volumes") for p in o["status"]["pools"].values()) else None)(
         c.kubectl_json("get", "localstoragenode", "k8s-node-1")), 30, "node-1's pools empty")

@@ -134,6 +134,21 @@ def test_bad_requests_end_with_a_reason_and_delete_nothing(cluster):
     assert c.checksum(source) == digest
 
 
+def test_no_node_with_room_waits_with_the_reason_and_deletes_nothing(cluster):
+    c = cluster
+    source, digest = make_volume(c, "pvc-big", "k8s-node-1", 400 * MiB)
+    for node in ("k8s-node-2", "k8s-node-3"):  # fill the others
+        c.wait_replica_ready(c.create_replica(node, 800 * MiB))
+    c.wait(lambda: all(c.kubectl_json("get", "localstoragenode", n)["status"]["pools"][POOL_HDD]["freeCapacityBytes"]
+                       < 400 * MiB for n in ("k8s-node-2", "k8s-node-3")), 30, "the other pools full")
+    apply_migrate(c, "m-big", "pvc-big", "k8s-node-1")
+    st = c.wait(lambda: (lambda s: s if "no node can take volume pvc-big" in (s.get("message") or "") else None)(
+        migrate_status(c, "m-big")), 30, "the no-room message")
+    assert st["state"] == "Submitted" and "has no room" in st["message"], st
+    assert [r["metadata"]["name"] for r in replicas_of(c, "pvc-big")] == [source]
+    assert c.checksum(source) == digest
+
+
 @pytest.mark.parametrize("cluster", [{"config": "[Stream]\nBandwidthLimit=4M\n"}], indirect=True)
 def test_abort_during_the_copy_rolls_back_and_leaves_the_source_untouched(cluster):
     c = cluster
