@@ -274,6 +274,8 @@ static int manager_cluster_start(Manager *m) {
                 .stream_problem = m->stream_problem,
                 .checkpoint_dir = m->config.checkpoint_dir,
                 .bandwidth = m->config.stream_bandwidth,
+                .migrate_max_running = m->config.migrate_max_running,
+                .migrate_max_running_per_node = m->config.migrate_max_running_per_node,
         };
         int r;
 

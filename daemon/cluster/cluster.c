@@ -186,7 +186,11 @@ static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
         int r;
 
         c->leading = true;
-        r = migrate_controller_new(c->client, c->events, &c->migrate);
+        r = migrate_controller_new(
+                c->client, c->events,
+                &(MigrateOptions){ .max_running = c->config.migrate_max_running,
+                                   .max_running_per_node = c->config.migrate_max_running_per_node },
+                &c->migrate);
         if (r >= 0)
                 r = migrate_controller_start(c->migrate);
         if (r < 0) {

@@ -48,6 +48,8 @@ typedef struct ClusterConfig {
         const char *stream_problem;
         const char *checkpoint_dir;
         uint64_t bandwidth;
+        /* Leader: copies at once in the cluster and per source node (0: no limit). */
+        unsigned migrate_max_running, migrate_max_running_per_node;
 } ClusterConfig;
 
 typedef struct ClusterCallbacks {

@@ -152,6 +152,10 @@ static const ConfigItem config_items[] = {
           offsetof(Config, checkpoint_dir) },
         { "Stream", "BandwidthLimit", config_parse_size, config_dump_size,
           offsetof(Config, stream_bandwidth) },
+        { "Migration", "MaxConcurrent", config_parse_unsigned, config_dump_unsigned,
+          offsetof(Config, migrate_max_running) },
+        { "Migration", "MaxConcurrentPerNode", config_parse_unsigned, config_dump_unsigned,
+          offsetof(Config, migrate_max_running_per_node) },
         { "Control", "Socket", config_parse_path, config_dump_string, offsetof(Config, control_socket) },
         { "Log", "Level", config_parse_log_level, config_dump_log_level, offsetof(Config, log_level) },
 };
@@ -189,6 +193,8 @@ int config_init(Config *c) {
                 .file_pool_capacity = 10ULL << 30,
                 .storage_refresh = 5 * USEC_PER_MINUTE,
                 .stream_port = HWAMEID_STREAM_PORT_DEFAULT,
+                .migrate_max_running = 4,
+                .migrate_max_running_per_node = 2,
         };
 
         r = default_node_name(&c->node_name);

@@ -51,6 +51,9 @@ typedef struct Config {
         char *checkpoint_dir;
         uint64_t stream_bandwidth; /* bytes per second per push; 0: unlimited */
 
+        /* [Migration] (the leader's) */
+        unsigned migrate_max_running, migrate_max_running_per_node;
+
         /* [Control] */
         char *control_socket;
 

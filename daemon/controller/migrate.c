@@ -27,6 +27,7 @@
 struct MigrateController {
         KubeClient *client;
         EventRecorder *events;
+        MigrateOptions options;
         Informer *migrates, *volumes, *replicas, *nodes, *groups;
         Hashmap *queue; /* name → name (owned) */
         /* name → the resourceVersion a status write was based on: until the cache shows a newer
@@ -561,6 +562,27 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
         return set_status(mc, name_of(m), st);
 }
 
+typedef struct Slots {
+        const char *self, *source;
+        unsigned running, running_here;
+} Slots;
+
+static int slots_count(const cJSON *o, void *userdata) {
+        Slots *q = userdata;
+        const char *state = json_get_string(field(o, "status", NULL), "state");
+
+        if (streq_ptr(name_of(o), q->self) ||
+            cJSON_GetArraySize(field(field(o, "status", NULL), "volumes", NULL)) > 1)
+                return 0; /* group parents copy nothing themselves */
+        if (!streq_ptr(state, "AddReplica") && !streq_ptr(state, "SyncReplica") &&
+            !streq_ptr(state, "PruneReplica"))
+                return 0;
+        q->running++;
+        if (streq_ptr(json_get_string(field(o, "spec", NULL), "sourceNode"), q->source))
+                q->running_here++;
+        return 0;
+}
+
 static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                           const char *source) {
         const cJSON *spec = field(m, "spec", NULL);
@@ -586,6 +608,19 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                 const char *cur = json_get_string(field(m, "status", NULL), "message");
                 snprintf(msg, sizeof(msg), "Volume is still in use on %s", source);
                 return streq_ptr(cur, msg) ? 0 : set_status(mc, name_of(m), status_of("Submitted", msg));
+        }
+        if (!group) {
+                Slots slots = { .self = name_of(m), .source = source };
+                (void) kube_cache_foreach(informer_cache(mc->migrates), slots_count, &slots);
+                if ((mc->options.max_running > 0 && slots.running >= mc->options.max_running) ||
+                    (mc->options.max_running_per_node > 0 &&
+                     slots.running_here >= mc->options.max_running_per_node)) {
+                        snprintf(msg, sizeof(msg), "Waiting for a free copy slot (%u running, %u from %s)",
+                                 slots.running, slots.running_here, source);
+                        return streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg)
+                                       ? 0
+                                       : set_status(mc, name_of(m), status_of("Submitted", msg));
+                }
         }
         q.pool = json_get_string(field(replica, "spec", NULL), "poolName");
         (void) json_get_u64(field(replica, "spec", NULL), "requiredCapacityBytes", &q.need);
@@ -1016,7 +1051,8 @@ static void mc_on_synced(Informer *inf, void *userdata) {
         mc_enqueue_all(userdata);
 }
 
-int migrate_controller_new(KubeClient *client, EventRecorder *events, MigrateController **ret) {
+int migrate_controller_new(KubeClient *client, EventRecorder *events, const MigrateOptions *options,
+                           MigrateController **ret) {
         static const InformerHandlers handlers = {
                 .added = mc_on_change,
                 .updated = mc_on_update,
@@ -1032,6 +1068,8 @@ int migrate_controller_new(KubeClient *client, EventRecorder *events, MigrateCon
                 return -ENOMEM;
         mc->client = client;
         mc->events = events;
+        if (options)
+                mc->options = *options;
         r = hashmap_new(&mc->queue);
         if (r >= 0)
                 r = hashmap_new(&mc->stale);

@@ -43,7 +43,15 @@
 
 typedef struct MigrateController MigrateController;
 
-int migrate_controller_new(KubeClient *client, EventRecorder *events, MigrateController **ret);
+/* Copies at once: in the cluster, and leaving one node. A migration beyond them waits in
+ * Submitted ("waiting for a free copy slot"). 0: no limit. */
+typedef struct MigrateOptions {
+        unsigned max_running;
+        unsigned max_running_per_node;
+} MigrateOptions;
+
+int migrate_controller_new(KubeClient *client, EventRecorder *events, const MigrateOptions *options,
+                           MigrateController **ret);
 MigrateController *migrate_controller_free(MigrateController *mc);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MigrateController *, migrate_controller_free);
 

@@ -217,3 +217,23 @@ def test_migrate_all_vols_moves_the_whole_group_to_the_suggested_node(cluster):
         assert [r["spec"]["nodeName"] for r in reps] == ["k8s-node-3"], (v, reps)
         assert c.checksum(reps[0]["metadata"]["name"]) == digest
         assert c.get(f"{LV}/{v}")["spec"]["accessibility"]["nodes"] == ["k8s-node-3"]
+
+
+@pytest.mark.parametrize("cluster", [{"config": "[Stream]\nBandwidthLimit=8M\n[Migration]\nMaxConcurrentPerNode=1\n"}],
+                         indirect=True)
+def test_copies_leaving_one_node_wait_for_a_free_slot(cluster):
+    c = cluster
+    _, d1 = make_volume(c, "pvc-slot-a", "k8s-node-1", 32 * MiB)
+    _, d2 = make_volume(c, "pvc-slot-b", "k8s-node-1", 32 * MiB)
+    apply_migrate(c, "m-slot-a", "pvc-slot-a", "k8s-node-1")
+    c.wait(lambda: migrate_status(c, "m-slot-a").get("state") == "SyncReplica", 60, "the first copying")
+    apply_migrate(c, "m-slot-b", "pvc-slot-b", "k8s-node-1")
+    st = c.wait(lambda: (lambda s: s if "free copy slot" in (s.get("message") or "") else None)(
+        migrate_status(c, "m-slot-b")), 30, "the second waiting")
+    assert st["state"] == "Submitted" and "1 from k8s-node-1" in st["message"], st
+    wait_state(c, "m-slot-a", "Completed", 90)
+    wait_state(c, "m-slot-b", "Completed", 90)
+    for v, d in (("pvc-slot-a", d1), ("pvc-slot-b", d2)):
+        r = replicas_of(c, v)
+        assert len(r) == 1 and r[0]["spec"]["nodeName"] != "k8s-node-1"
+        assert c.checksum(r[0]["metadata"]["name"]) == d
