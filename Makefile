@@ -191,6 +191,11 @@ bench-kube: all
 
 # The block stream against nbdcopy and nbdkit (plain and TLS-PSK): MB/s, CPU s/GiB, peak RSS and
 # the ratios, as "bench:" lines. BENCH_ARGS="--size-mib 512" is quicker.
+# Volume eviction on a three-node cluster on this machine, live (tools/demo).
+.PHONY: demo
+demo: all deps
+	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) tools/demo
+
 .PHONY: bench-stream
 bench-stream: all deps
 	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) tests/bench/bench_stream.py $(BENCH_ARGS)
