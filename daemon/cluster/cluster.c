@@ -10,6 +10,7 @@
 #include "../controller/evictor.h"
 #include "../controller/health.h"
 #include "../controller/migrate.h"
+#include "../controller/volume.h"
 #include "../election/lease.h"
 #include "../informer/informer.h"
 #include "../kube/kube-client.h"
@@ -52,6 +53,7 @@ struct Cluster {
         MigrateController *migrate; /* while leading */
         Evictor *evictor;           /* while leading */
         HealthController *health;   /* while leading */
+        VolumeController *volumes;  /* while leading */
         char *identity, *stream_problem, *checkpoint_dir;
         bool node_registered, leading;
 };
@@ -204,6 +206,13 @@ static void cluster_on_started_leading(LeaderElector *le, void *userdata) {
                 log_error_errno(r, "Failed to start the evictor: %m");
                 c->evictor = evictor_free(c->evictor);
         }
+        r = volume_controller_new(c->client, c->events, &c->volumes);
+        if (r >= 0)
+                r = volume_controller_start(c->volumes);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the volume controller: %m");
+                c->volumes = volume_controller_free(c->volumes);
+        }
         r = health_controller_new(c->client, c->events, c->namespace, &c->health);
         if (r >= 0)
                 r = health_controller_start(c->health);
@@ -224,6 +233,7 @@ static void cluster_on_stopped_leading(LeaderElector *le, void *userdata) {
 
         (void) le;
         c->leading = false;
+        c->volumes = volume_controller_free(c->volumes);
         c->health = health_controller_free(c->health);
         c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
@@ -394,6 +404,7 @@ static int cluster_connect(Cluster *c) {
 
 static void cluster_disconnect(Cluster *c) {
         c->refresh_timer = sd_event_source_disable_unref(c->refresh_timer);
+        c->volumes = volume_controller_free(c->volumes);
         c->health = health_controller_free(c->health);
         c->evictor = evictor_free(c->evictor);
         c->migrate = migrate_controller_free(c->migrate);
@@ -579,4 +590,23 @@ int cluster_status_json(const Cluster *c, cJSON **ret) {
         }
         *ret = TAKE_PTR(o);
         return 0;
+}
+
+int cluster_count_replicas(Cluster *c, const char *const *states, size_t n, unsigned *counts) {
+        if (!c->replicas)
+                return -ENODEV;
+        return replica_controller_count_states(c->replicas, states, n, counts);
+}
+
+int cluster_count_migrations(Cluster *c, const char *const *states, size_t n, unsigned *counts) {
+        if (!c->migrate || !cluster_is_leader(c))
+                return -ENODEV;
+        return migrate_controller_count_states(c->migrate, states, n, counts);
+}
+
+void cluster_push_stats(Cluster *c, SyncAgentStats *ret) {
+        if (c->sync)
+                sync_agent_stats(c->sync, ret);
+        else
+                *ret = (SyncAgentStats){};
 }

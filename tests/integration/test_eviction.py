@@ -10,7 +10,7 @@ import json
 import time
 
 from harness import MiB, POOL_HDD, cluster, make_cluster  # noqa: F401
-from test_migrate import HW, LV, make_volume, with_pod
+from test_migrate import HW, LV, make_volume, volume_replicas, with_pod
 
 LVM = f"{HW}/localvolumemigrates"
 
@@ -36,14 +36,9 @@ def make_ha_volume(c, name, nodes, capacity):
           "spec": {"requiredCapacityBytes": capacity, "poolName": POOL_HDD, "replicaNumber": 2,
                    "accessibility": {"nodes": list(nodes)}, "pvcNamespace": "default", "pvcName": name}}
     c.kubectl("create", "-f", "-", input=json.dumps(lv))
-    names = []
-    for i, node in enumerate(nodes):
-        n = c.create_replica(node, capacity, volume=name)
-        c.wait_replica_ready(n)
+    names = volume_replicas(c, name, list(nodes))
+    for n in names:
         c.write_random(n, seed=42)
-        names.append(n)
-    c.api("PATCH", f"{LV}/{name}/status", {"status": {"replicas": names, "state": "Ready"}},
-          ctype="application/merge-patch+json", expect=200)
     return names, c.checksum(names[0])
 
 

@@ -17,16 +17,30 @@ LV = f"{HW}/localvolumes"
 LVM = f"{HW}/localvolumemigrates"
 
 
+def volume_replicas(c, name, nodes, timeout=60):
+    """Waits until the volume controller placed the volume's replicas on nodes (all Ready) and the
+    volume says so; returns the replicas' names in the order of nodes."""
+    def placed():
+        reps = {r["spec"]["nodeName"]: r for r in c.kubectl_json("get", "localvolumereplica")["items"]
+                if r["spec"]["volumeName"] == name}
+        lv = c.get(f"{LV}/{name}") or {}
+        if sorted(reps) != sorted(nodes) or any(r.get("status", {}).get("state") != "Ready" for r in reps.values()):
+            return None
+        if (lv.get("status") or {}).get("state") != "Ready":
+            return None
+        return [reps[n]["metadata"]["name"] for n in nodes]
+    return c.wait(placed, timeout, f"{name}'s replicas on {nodes}")
+
+
 def make_volume(c, name, node, capacity=48 * MiB):
-    """A LocalVolume with one replica on node, filled with random data; returns (replica, sha256)."""
+    """A LocalVolume whose replica the volume controller places on node (its accessibility), filled
+    with random data; returns (replica, sha256)."""
     lv = {"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": name},
           "spec": {"requiredCapacityBytes": capacity, "poolName": POOL_HDD, "replicaNumber": 1,
                    "accessibility": {"nodes": [node]}, "pvcNamespace": "default", "pvcName": name}}
     c.kubectl("create", "-f", "-", input=json.dumps(lv))
-    replica, digest = c.replica_with_data(node, capacity, volume=name)
-    c.api("PATCH", f"{LV}/{name}/status", {"status": {"replicas": [replica], "state": "Ready"}},
-          ctype="application/merge-patch+json", expect=200)
-    return replica, digest
+    (replica,) = volume_replicas(c, name, [node])
+    return replica, c.write_random(replica)
 
 
 RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app",
