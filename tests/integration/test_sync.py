@@ -192,3 +192,27 @@ def test_a_push_resumes_after_either_node_is_killed(standin, nodes, victim):
     annotate(standin, "pvc-m-dst1", sync_expect={"digest": done["digest"], "size": size})
     wait(lambda: obj(standin, "pvc-m-dst1")["status"].get("synced"), what="synced")
     assert not checkpoint.exists()
+
+
+def test_a_stop_during_a_push_ends_promptly_and_the_push_resumes(standin, nodes):
+    # What `systemctl stop` does: SIGTERM. The push is cancelled at its next piece, its
+    # checkpoint kept, and the daemon exits well within the unit's TimeoutStopSec=.
+    src, dst = nodes
+    size = 64 * MiB
+    src.stop()
+    src.write_config("[Storage]\nBackend=file\nFilePoolCapacity=1G\nFilePoolClasses=HDD\nRefreshInterval=1s\n"
+                     "[Stream]\nBandwidthLimit=12M\n", node="src-node")
+    src.start()
+    data, endpoint = setup_migration(standin, src, dst, size)
+    annotate(standin, "pvc-m-src", push={"identity": "mig-pvc-m-1", "endpoint": endpoint, "export": "pvc-m-dst1"})
+    checkpoint = src.dir / "copies" / "mig-pvc-m-1.checkpoint"
+    wait(lambda: checkpoint.exists() and "offset=0\n" not in checkpoint.read_text(), what="a checkpoint")
+    t = time.monotonic()
+    assert src.stop() == 0
+    assert time.monotonic() - t < 10
+    assert checkpoint.exists()
+    src.start()
+    done = wait(lambda: (lambda p: p if p and p["state"] == "Done" else None)(push_status(standin, "pvc-m-src")),
+                timeout=60, what="push Done")
+    assert done.get("resumedFrom", 0) > 0, done
+    assert done["digest"] == digest_of(data)
