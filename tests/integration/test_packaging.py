@@ -136,12 +136,13 @@ def complete(line):
 
 
 def test_bash_completion_offers_the_verb_and_the_options():
-    assert complete("hwameictl ") == ["status"]
+    assert complete("hwameictl ") == ["migrate", "node", "status", "volume"]
     assert complete("hwameictl st") == ["status"]
     assert complete("hwameictl --j") == ["--json"]
-    assert set(complete("hwameictl -")) == {"-s", "--socket", "-j", "--json", "-h", "--help", "--version"}
+    assert set(complete("hwameictl -")) == {"-s", "--socket", "-c", "--config", "-k", "--kubeconfig", "--context",
+                                           "-j", "--json", "-h", "--help", "--version"}
     assert complete("hwameictl --socket ") == ["FILES"]
-    assert complete("hwameictl -s /run/x ") == ["status"]
+    assert complete("hwameictl -s /run/x ") == ["migrate", "node", "status", "volume"]
     assert complete("hwameictl status ") == []
 
 
