@@ -10,6 +10,8 @@
  *   SIGHUP         ─> manager_reload ─> RELOADING=1, config re-read (kept on error), READY=1
  *   control socket ─> control.c reads a request ─> manager_on_control ─> reply
  *   watchdog timer ─> notify.c sends WATCHDOG=1 while the loop keeps iterating
+ *   metrics HTTP   ─> metrics/metrics.c serves /metrics, /healthz, /readyz (libmicrohttpd, its
+ *                     epoll fd polled by this loop); manager_collect_metrics reads the state
  *   cluster        ─> cluster.c: kubeconfig (retried with backoff until usable), the API client
  *                     (libcurl multi on this loop), the Node watch, the heartbeat Lease, leader
  *                     election; manager_on_cluster_changed turns its state into STATUS=
@@ -34,6 +36,7 @@
 #include "log/catalog-ids.h"
 #include "log/log.h"
 #include "manager.h"
+#include "metrics/metrics.h"
 #include "notify.h"
 #include "pool/storage.h"
 #include "stream/stream-service.h"
@@ -65,6 +68,10 @@ struct Manager {
         StreamService *stream;
         char *stream_listen;  /* ADDR:PORT as bound */
         char *stream_problem; /* why there is no stream service */
+
+        MetricsServer *metrics;
+        char *metrics_listen;  /* ADDR:PORT as bound */
+        char *metrics_problem; /* why there is no metrics endpoint although one is configured */
 };
 
 static const char *const manager_state_table[_MANAGER_STATE_MAX] = {
@@ -286,6 +293,193 @@ static int manager_cluster_start(Manager *m) {
         return cluster_start(m->cluster);
 }
 
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+/* The states of LocalVolumeReplicas and LocalVolumeMigrates as metric labels; "" (none yet) is
+ * "Pending", anything else "Other": the label values stay a fixed set whatever the API holds. */
+static const char *const manager_replica_states[] = { "",         "Creating",    "Ready",
+                                                      "NotReady", "ToBeDeleted", "Deleted" };
+static const char *const manager_migrate_states[] = {
+        "", "Submitted", "AddReplica", "SyncReplica", "PruneReplica", "Completed", "ToBeAborted", "Aborted"
+};
+#define MANAGER_STATES_MAX 8
+_Static_assert(ELEMENTSOF(manager_replica_states) <= MANAGER_STATES_MAX &&
+                       ELEMENTSOF(manager_migrate_states) <= MANAGER_STATES_MAX,
+               "room for every state's count");
+
+static int manager_metrics_by_state(MetricsText *t, const char *name, const char *help,
+                                    const char *const *states, size_t n, const unsigned *counts, int other) {
+        (void) metrics_text_family(t, name, METRICS_GAUGE, help);
+        for (size_t i = 0; i < n; i++)
+                (void) metrics_text_sample(
+                        t, METRICS_LABELS("state", isempty(states[i]) ? "Pending" : states[i]), counts[i]);
+        return metrics_text_sample(t, METRICS_LABELS("state", "Other"), other);
+}
+
+static void manager_metrics_pools(Manager *m, MetricsText *t) {
+        const StorageSnapshot *snap = m->storage ? storage_snapshot(m->storage) : NULL;
+        static const struct {
+                const char *name, *help;
+        } families[] = {
+                { "hwameid_pool_capacity_bytes", "Size of the storage pool." },
+                { "hwameid_pool_free_bytes", "Unallocated space in the storage pool." },
+                { "hwameid_pool_volumes", "Volumes in the storage pool." },
+                { "hwameid_pool_offline", "1 when a disk of the storage pool is missing." },
+        };
+
+        for (size_t f = 0; f < ELEMENTSOF(families); f++) {
+                (void) metrics_text_family(t, families[f].name, METRICS_GAUGE, families[f].help);
+                for (size_t i = 0; snap && i < snap->n_pools; i++) {
+                        const StoragePool *p = &snap->pools[i];
+                        double v = f == 0   ? (double) p->total
+                                   : f == 1 ? (double) p->free
+                                   : f == 2 ? (double) p->volume_count
+                                            : (double) p->offline;
+                        (void) metrics_text_sample(t,
+                                                   METRICS_LABELS("pool", p->name, "class",
+                                                                  strna(disk_class_to_string(p->class))),
+                                                   v);
+                }
+        }
+}
+
+/* GET /metrics, on the loop: everything is read where it lives, nothing is kept. */
+static int manager_collect_metrics(MetricsText *t, void *userdata) {
+        Manager *m = userdata;
+        bool leading = m->cluster && cluster_is_leader(m->cluster);
+        unsigned counts[MANAGER_STATES_MAX];
+        SyncAgentStats push = {};
+        int r;
+
+        (void) metrics_text_family(t, "hwameid_up", METRICS_GAUGE, "1 while hwameid runs.");
+        (void) metrics_text_sample(t, NULL, 1);
+        (void) metrics_text_family(t, "hwameid_build_info", METRICS_GAUGE,
+                                   "The running version of hwameid.");
+        (void) metrics_text_sample(t, METRICS_LABELS("version", HWAMEID_VERSION), 1);
+        (void) metrics_text_family(t, "hwameid_cluster_connected", METRICS_GAUGE,
+                                   "1 when the node is connected to the Kubernetes API server.");
+        (void) metrics_text_sample(t, NULL, m->cluster && cluster_state(m->cluster) == CLUSTER_CONNECTED);
+        (void) metrics_text_family(
+                t, "hwameid_leader", METRICS_GAUGE,
+                "1 when this node leads the cluster controllers (holds the leader Lease).");
+        (void) metrics_text_sample(t, NULL, leading);
+
+        manager_metrics_pools(m, t);
+
+        /* Before the first list of the node's replicas, there is no count to give. */
+        r = m->cluster ? cluster_count_replicas(m->cluster, manager_replica_states,
+                                                ELEMENTSOF(manager_replica_states), counts)
+                       : -ENODEV;
+        if (r >= 0)
+                (void) manager_metrics_by_state(
+                        t, "hwameid_replicas", "LocalVolumeReplicas of this node by status.state.",
+                        manager_replica_states, ELEMENTSOF(manager_replica_states), counts, r);
+
+        (void) metrics_text_family(t, "hwameid_stream_exports", METRICS_GAUGE,
+                                   "Replicas this node offers on its block stream as a migration's target.");
+        (void) metrics_text_sample(t, NULL, m->stream ? stream_service_n_exposed(m->stream) : 0);
+
+        if (m->cluster)
+                cluster_push_stats(m->cluster, &push);
+        (void) metrics_text_family(t, "hwameid_push_bytes_total", METRICS_COUNTER,
+                                   "Volume data this node sent to other nodes (zero blocks and blocks the "
+                                   "target already held are not sent).");
+        (void) metrics_text_sample(t, NULL, (double) push.bytes_pushed);
+        (void) metrics_text_family(t, "hwameid_push_bytes_per_second", METRICS_GAUGE,
+                                   "The send rate of the running pushes together.");
+        (void) metrics_text_sample(t, NULL, (double) push.bytes_per_second);
+        (void) metrics_text_family(t, "hwameid_pushes_running", METRICS_GAUGE,
+                                   "Pushes of replica data from this node under way.");
+        (void) metrics_text_sample(t, NULL, push.pushes_running);
+        (void) metrics_text_family(t, "hwameid_pushes_completed_total", METRICS_COUNTER,
+                                   "Pushes from this node that sent all of a replica's data.");
+        (void) metrics_text_sample(t, NULL, (double) push.pushes_completed);
+        (void) metrics_text_family(t, "hwameid_pushes_failed_total", METRICS_COUNTER,
+                                   "Push attempts from this node that failed (each is retried).");
+        (void) metrics_text_sample(t, NULL, (double) push.pushes_failed);
+
+        /* Only the leader watches the migrations. */
+        r = leading ? cluster_count_migrations(m->cluster, manager_migrate_states,
+                                               ELEMENTSOF(manager_migrate_states), counts)
+                    : -ENODEV;
+        if (r >= 0)
+                (void) manager_metrics_by_state(
+                        t, "hwameid_migrations", "LocalVolumeMigrates by status.state (on the leader only).",
+                        manager_migrate_states, ELEMENTSOF(manager_migrate_states), counts, r);
+        return metrics_text_error(t);
+}
+
+/* GET /readyz: connected to the API server and the storage scanned. */
+static bool manager_metrics_ready(char *reason, size_t size, void *userdata) {
+        Manager *m = userdata;
+        bool connected = m->cluster && cluster_state(m->cluster) == CLUSTER_CONNECTED;
+        bool scanned = m->storage && storage_snapshot(m->storage);
+
+        if (m->state == MANAGER_STOPPING) {
+                (void) snprintf(reason, size, "Shutting down.");
+                return false;
+        }
+        if (connected && scanned)
+                return true;
+        (void) snprintf(reason, size, "%s%s%s",
+                        connected    ? ""
+                        : m->cluster ? cluster_message(m->cluster)
+                                     : "Starting.",
+                        connected || scanned ? "" : " ",
+                        scanned ? "" : "The storage has not been scanned yet.");
+        return false;
+}
+
+/* The monitoring endpoint. Not essential: when it cannot listen the daemon runs without it and
+ * says why. Settings apply at start. */
+static int manager_metrics_start(Manager *m) {
+        static const MetricsCallbacks callbacks = {
+                .collect = manager_collect_metrics,
+                .ready = manager_metrics_ready,
+        };
+        const char *addr = m->config.metrics_listen_address;
+        int r;
+
+        if (m->config.metrics_port == 0) {
+                log_info("No metrics endpoint ([Metrics] Port=0).");
+                return 0;
+        }
+        if (asprintf(&m->metrics_listen, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr,
+                     m->config.metrics_port) < 0)
+                return -ENOMEM;
+        r = metrics_server_new(
+                m->event,
+                &(MetricsServerOptions){ .address = addr, .port = (uint16_t) m->config.metrics_port },
+                &callbacks, m, &m->metrics);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                if (asprintf(&m->metrics_problem, "cannot listen on %s: %s", m->metrics_listen,
+                             strerror(-r)) < 0)
+                        return -ENOMEM;
+                log_warning("No metrics endpoint: %s.", m->metrics_problem);
+                return 0;
+        }
+        log_info("Metrics on http://%s/metrics, health on /healthz and /readyz.", m->metrics_listen);
+        return 0;
+}
+
+static int manager_metrics_json(Manager *m, cJSON *parent) {
+        cJSON *o = cJSON_AddObjectToObject(parent, "metrics");
+        bool ok;
+
+        if (!o)
+                return -ENOMEM;
+        ok = cJSON_AddStringToObject(o, "state", m->metrics ? "listening" : "disabled") &&
+             cJSON_AddStringToObject(o, "address", m->metrics_listen ?: "") &&
+             cJSON_AddNumberToObject(o, "port", m->metrics ? metrics_server_port(m->metrics) : 0) &&
+             cJSON_AddNumberToObject(o, "requests",
+                                     m->metrics ? (double) metrics_server_requests(m->metrics) : 0) &&
+             (m->metrics_problem ? cJSON_AddStringToObject(o, "problem", m->metrics_problem)
+                                 : cJSON_AddNullToObject(o, "problem"));
+        return ok ? 0 : -ENOMEM;
+}
+
 static int manager_on_control(const char *command, const cJSON *request, cJSON **ret_reply, char **ret_error,
                               void *userdata) {
         Manager *m = userdata;
@@ -341,6 +535,9 @@ int manager_reload(Manager *m) {
                             m->config.node_name, new.node_name);
                 SWAP(new.node_name, m->config.node_name);
         }
+        if (new.metrics_port != m->config.metrics_port ||
+            !streq(new.metrics_listen_address, m->config.metrics_listen_address))
+                log_notice("[Metrics] changed; this takes effect at the next restart.");
         if (!streq(new.control_socket, m->config.control_socket)) {
                 SWAP(new.control_socket, m->config.control_socket);
                 if (manager_bind_control(m) < 0) {
@@ -479,6 +676,9 @@ int manager_new(const char *config_path, Config *config, int log_level_override,
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        metrics_server_free(m->metrics); /* first: its callbacks read everything below */
+        free(m->metrics_listen);
+        free(m->metrics_problem);
         control_server_free(m->control);
         cluster_free(m->cluster);
         stream_service_free(m->stream);
@@ -516,6 +716,10 @@ int manager_start(Manager *m) {
         r = manager_stream_start(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the block stream: %m");
+
+        r = manager_metrics_start(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the metrics endpoint: %m");
 
         r = notify_watchdog_start(m->event, &m->watchdog_source);
         if (r < 0)
@@ -640,6 +844,7 @@ int manager_status_json(Manager *m, cJSON **ret) {
         ok = ok && cJSON_AddStringToObject(o, "controlSocket", control_server_path(m->control));
         ok = ok && manager_storage_json(m, o) >= 0;
         ok = ok && manager_stream_json(m, o) >= 0;
+        ok = ok && manager_metrics_json(m, o) >= 0;
         if (!ok)
                 return -ENOMEM;
         cJSON_AddItemToObject(o, "cluster", TAKE_PTR(cluster));

@@ -17,6 +17,7 @@
 
 #include "../basic/macro.h"
 #include "../basic/time-util.h"
+#include "../node/sync.h"
 #include "../pool/storage.h"
 
 typedef struct Cluster Cluster;
@@ -79,3 +80,12 @@ int cluster_status_json(const Cluster *c, cJSON **ret);
 
 /* The storage snapshot changed: the LocalStorageNode and replicas follow. */
 void cluster_storage_changed(Cluster *c);
+
+/* For metrics, on the loop. This node's LocalVolumeReplicas by status.state (see
+ * replica_controller_count_states()); -ENODEV while there is no replica controller (no usable
+ * kubeconfig yet). */
+int cluster_count_replicas(Cluster *c, const char *const *states, size_t n, unsigned *counts);
+/* The cluster's LocalVolumeMigrates by status.state; -ENODEV unless this node leads. */
+int cluster_count_migrations(Cluster *c, const char *const *states, size_t n, unsigned *counts);
+/* This node's pushes (sync_agent_stats()); zeros while there is no sync agent. */
+void cluster_push_stats(Cluster *c, SyncAgentStats *ret);

@@ -156,6 +156,9 @@ static const ConfigItem config_items[] = {
           offsetof(Config, migrate_max_running) },
         { "Migration", "MaxConcurrentPerNode", config_parse_unsigned, config_dump_unsigned,
           offsetof(Config, migrate_max_running_per_node) },
+        { "Metrics", "ListenAddress", config_parse_ip, config_dump_string,
+          offsetof(Config, metrics_listen_address) },
+        { "Metrics", "Port", config_parse_unsigned, config_dump_unsigned, offsetof(Config, metrics_port) },
         { "Control", "Socket", config_parse_path, config_dump_string, offsetof(Config, control_socket) },
         { "Log", "Level", config_parse_log_level, config_dump_log_level, offsetof(Config, log_level) },
 };
@@ -183,8 +186,8 @@ int config_init(Config *c) {
         *c = (Config){
                 .log_level = LOG_INFO,
                 .heartbeat_interval = 40 * USEC_PER_SEC,
-                .qps = 5,
-                .burst = 10,
+                .qps = 20,
+                .burst = 40,
                 /* client-go's defaults for core components */
                 .lease_duration = 15 * USEC_PER_SEC,
                 .renew_deadline = 10 * USEC_PER_SEC,
@@ -193,6 +196,7 @@ int config_init(Config *c) {
                 .file_pool_capacity = 10ULL << 30,
                 .storage_refresh = 5 * USEC_PER_MINUTE,
                 .stream_port = HWAMEID_STREAM_PORT_DEFAULT,
+                .metrics_port = HWAMEID_METRICS_PORT_DEFAULT,
                 .migrate_max_running = 4,
                 .migrate_max_running_per_node = 2,
         };
@@ -208,8 +212,10 @@ int config_init(Config *c) {
         c->file_directory = strdup("/var/lib/hwameid/pools");
         c->cluster_secret_file = strdup(HWAMEID_CLUSTER_SECRET_PATH);
         c->checkpoint_dir = strdup("/var/lib/hwameid/copies");
+        c->metrics_listen_address = strdup(HWAMEID_METRICS_ADDRESS_DEFAULT);
         if (!c->kubeconfig || !c->namespace || !c->control_socket || !c->storage_backend ||
-            !c->lvm_directory || !c->file_directory || !c->cluster_secret_file || !c->checkpoint_dir) {
+            !c->lvm_directory || !c->file_directory || !c->cluster_secret_file || !c->checkpoint_dir ||
+            !c->metrics_listen_address) {
                 config_done(c);
                 return -ENOMEM;
         }
@@ -234,6 +240,7 @@ void config_done(Config *c) {
         free(c->stream_listen_address);
         free(c->cluster_secret_file);
         free(c->checkpoint_dir);
+        free(c->metrics_listen_address);
         *c = (Config){};
 }
 
@@ -278,6 +285,12 @@ static int config_validate(const Config *c, const char *path) {
                 return config_log_syntax(
                         path, 0, EINVAL,
                         "[Stream] ClusterSecretFile= and CheckpointDirectory= must not be empty.");
+        if (c->metrics_port > 65535)
+                return config_log_syntax(path, 0, EINVAL, "[Metrics] Port= must be 0…65535.");
+        if (isempty(c->metrics_listen_address))
+                return config_log_syntax(path, 0, EINVAL,
+                                         "[Metrics] ListenAddress= must not be empty (0.0.0.0 or :: for "
+                                         "every address).");
         if (isempty(c->control_socket))
                 return config_log_syntax(path, 0, EINVAL, "[Control] Socket= must not be empty.");
         if (strlen(c->control_socket) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))

@@ -16,6 +16,10 @@
 #define HWAMEID_CONFIG_PATH         "/etc/hwameid/hwameid.conf"
 #define HWAMEID_CLUSTER_SECRET_PATH "/etc/hwameid/cluster-secret"
 #define HWAMEID_STREAM_PORT_DEFAULT 10809
+/* In Prometheus' exporter range (9100-9999); no Kubernetes node component or common exporter
+ * listens there by default. */
+#define HWAMEID_METRICS_PORT_DEFAULT    9743
+#define HWAMEID_METRICS_ADDRESS_DEFAULT "127.0.0.1"
 
 typedef struct Config {
         /* [Node] */
@@ -53,6 +57,10 @@ typedef struct Config {
 
         /* [Migration] (the leader's) */
         unsigned migrate_max_running, migrate_max_running_per_node;
+
+        /* [Metrics] */
+        char *metrics_listen_address;
+        unsigned metrics_port; /* 0: no metrics endpoint */
 
         /* [Control] */
         char *control_socket;

@@ -9,14 +9,13 @@
 #include "../informer/informer.h"
 #include "../log/log.h"
 #include "evictor.h"
+#include "pass.h"
 
-#define API             "/apis/hwameistor.io/v1alpha1"
-#define MIGRATE_PATH    API "/localvolumemigrates"
-#define VOLUME_PATH     API "/localvolumes"
-#define REPLICA_PATH    API "/localvolumereplicas"
-#define TRIGGER_ANN     "hwameistor.io/hwameid-evictor"
-#define RESYNC_INTERVAL (10 * USEC_PER_SEC)
-#define RETRY_DELAY     (2 * USEC_PER_SEC)
+#define API          "/apis/hwameistor.io/v1alpha1"
+#define MIGRATE_PATH API "/localvolumemigrates"
+#define VOLUME_PATH  API "/localvolumes"
+#define REPLICA_PATH API "/localvolumereplicas"
+#define TRIGGER_ANN  "hwameistor.io/hwameid-evictor"
 
 enum {
         INF_NODES,
@@ -30,24 +29,14 @@ enum {
 };
 
 struct Evictor {
-        KubeClient *client;
         EventRecorder *events;
-        Informer *inf[_INF_MAX];
-        KubeRequest *request;
-        sd_event_source *defer, *resync;
-        bool dirty;
+        PassController *pc;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static const cJSON *field(const cJSON *o, const char *a, const char *b) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
-        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
-}
-
-static const char *meta_str(const cJSON *o, const char *key) {
-        return json_get_string(field(o, "metadata", NULL), key);
-}
+#define field    json_field
+#define meta_str json_meta_string
 
 static const char *label(const cJSON *o, const char *key) {
         return json_get_string(field(o, "metadata", "labels"), key);
@@ -58,28 +47,6 @@ static bool has_finalizer(const cJSON *o, const char *f) {
         cJSON_ArrayForEach(i, field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
                                                                       streq(i->valuestring, f)) return true;
         return false;
-}
-
-/* A parsed snapshot of one informer's cache (a JSON array), for one pass. */
-typedef struct Snap {
-        cJSON *items;
-} Snap;
-
-static int snap_add(const cJSON *o, void *userdata) {
-        cJSON *dup = cJSON_Duplicate(o, true);
-        if (!dup)
-                return -ENOMEM;
-        cJSON_AddItemToArray(userdata, dup);
-        return 0;
-}
-
-static cJSON *snapshot(Informer *inf) {
-        cJSON *a = cJSON_CreateArray();
-        if (a && kube_cache_foreach(informer_cache(inf), snap_add, a) < 0) {
-                cJSON_Delete(a);
-                return NULL;
-        }
-        return a;
 }
 
 static const cJSON *find_by_name(const cJSON *items, const char *ns, const char *name) {
@@ -155,23 +122,8 @@ static bool migration_exists(const cJSON *migrates, const char *volume) {
 
 /* ---- writes -------------------------------------------------------------------------------- */
 
-static void ev_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) {
-        Evictor *ev = userdata;
-
-        (void) req;
-        ev->request = NULL;
-        if (resp->error < 0 && resp->error != -ENOENT && resp->error != -EEXIST) {
-                log_warning("Evictor: writing to the API failed: %s; retrying.", resp->message);
-                (void) sd_event_source_set_time_relative(ev->resync, RETRY_DELAY);
-                (void) sd_event_source_set_enabled(ev->resync, SD_EVENT_ON);
-                return;
-        }
-        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
-}
-
 static int ev_send(Evictor *ev, KubeMethod method, const char *path, const cJSON *body) {
-        int r = kube_request(ev->client, method, path, body, ev_on_written, ev, &ev->request);
-        return r < 0 ? r : 1;
+        return pass_controller_send(ev->pc, method, path, body);
 }
 
 static int create_migration(Evictor *ev, const char *volume, const char *node, const char *trigger,
@@ -203,12 +155,15 @@ static int create_migration(Evictor *ev, const char *volume, const char *node, c
 /* ---- the pass ------------------------------------------------------------------------------ */
 
 /* Finds the first thing to do and starts it: 1 when a write is in flight, 0 when all is done. */
-static int ev_pass(Evictor *ev) {
-        _cleanup_json_ cJSON *nodes = snapshot(ev->inf[INF_NODES]), *pods = snapshot(ev->inf[INF_PODS]),
-                             *pvcs = snapshot(ev->inf[INF_PVCS]), *pvs = snapshot(ev->inf[INF_PVS]),
-                             *volumes = snapshot(ev->inf[INF_VOLUMES]),
-                             *replicas = snapshot(ev->inf[INF_REPLICAS]),
-                             *migrates = snapshot(ev->inf[INF_MIGRATES]);
+static int ev_pass(PassController *pc, void *userdata) {
+        Evictor *ev = userdata;
+        _cleanup_json_ cJSON *nodes = pass_controller_snapshot(pc, INF_NODES),
+                             *pods = pass_controller_snapshot(pc, INF_PODS),
+                             *pvcs = pass_controller_snapshot(pc, INF_PVCS),
+                             *pvs = pass_controller_snapshot(pc, INF_PVS),
+                             *volumes = pass_controller_snapshot(pc, INF_VOLUMES),
+                             *replicas = pass_controller_snapshot(pc, INF_REPLICAS),
+                             *migrates = pass_controller_snapshot(pc, INF_MIGRATES);
         const cJSON *m, *n, *p, *v, *r;
         char why[512];
 
@@ -291,6 +246,12 @@ static int ev_pass(Evictor *ev) {
                         if (want)
                                 break;
                 }
+                /* Without a pod: a node that reports the volume's device open (mounted) uses it. */
+                cJSON_ArrayForEach(
+                        r,
+                        replicas) if (!want && cJSON_IsTrue(field(r, "status", "inuse")) &&
+                                      streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), name))
+                        want = json_get_string(field(r, "spec", NULL), "nodeName");
                 if (!streq_ptr(want, have) && !(isempty(want) && isempty(have))) {
                         _cleanup_json_ cJSON *body = cJSON_CreateObject();
                         _cleanup_free_ char *path = NULL;
@@ -346,54 +307,7 @@ static int ev_pass(Evictor *ev) {
         return 0;
 }
 
-static bool ev_synced(Evictor *ev) {
-        for (size_t i = 0; i < _INF_MAX; i++)
-                if (!informer_has_synced(ev->inf[i]))
-                        return false;
-        return true;
-}
-
-static int ev_on_defer(sd_event_source *s, void *userdata) {
-        Evictor *ev = userdata;
-        int r;
-
-        (void) s;
-        if (ev->request || !ev_synced(ev))
-                return 0;
-        r = ev_pass(ev);
-        if (r < 0)
-                log_warning_errno(r, "Evictor: %m");
-        return 0;
-}
-
-static int ev_on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
-        Evictor *ev = userdata;
-        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
-        return sd_event_source_set_time(s, usec + RESYNC_INTERVAL);
-}
-
-static void ev_on_change(Informer *inf, const cJSON *obj, void *userdata) {
-        Evictor *ev = userdata;
-        (void) inf, (void) obj;
-        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_ONESHOT);
-}
-
-static void ev_on_update(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
-        (void) old;
-        ev_on_change(inf, obj, userdata);
-}
-
-static void ev_on_synced(Informer *inf, void *userdata) {
-        ev_on_change(inf, NULL, userdata);
-}
-
 int evictor_new(KubeClient *client, EventRecorder *events, Evictor **ret) {
-        static const InformerHandlers handlers = {
-                .added = ev_on_change,
-                .updated = ev_on_update,
-                .deleted = ev_on_change,
-                .synced = ev_on_synced,
-        };
         static const InformerConfig configs[_INF_MAX] = {
                 [INF_NODES] = { .name = "evictor-nodes", .path = "/api/v1/nodes" },
                 [INF_PODS] = { .name = "evictor-pods", .path = "/api/v1/pods" },
@@ -404,29 +318,15 @@ int evictor_new(KubeClient *client, EventRecorder *events, Evictor **ret) {
                 [INF_MIGRATES] = { .name = "evictor-localvolumemigrates", .path = MIGRATE_PATH },
         };
         _cleanup_(evictor_freep) Evictor *ev = NULL;
-        sd_event *e = kube_client_event(client);
         int r;
 
         ev = calloc(1, sizeof(*ev));
         if (!ev)
                 return -ENOMEM;
-        ev->client = client;
         ev->events = events;
-        for (size_t i = 0; i < _INF_MAX; i++) {
-                r = informer_new(client, &configs[i], &handlers, ev, &ev->inf[i]);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_event_add_defer(e, &ev->defer, ev_on_defer, ev);
+        r = pass_controller_new(client, "Evictor", configs, _INF_MAX, ev_pass, ev, &ev->pc);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_enabled(ev->defer, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(ev->defer, "evictor-pass");
-        r = sd_event_add_time_relative(e, &ev->resync, CLOCK_MONOTONIC, RESYNC_INTERVAL, 0, ev_on_resync,
-                                       ev);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(ev->resync, "evictor-resync");
         *ret = TAKE_PTR(ev);
         return 0;
 }
@@ -434,20 +334,11 @@ int evictor_new(KubeClient *client, EventRecorder *events, Evictor **ret) {
 Evictor *evictor_free(Evictor *ev) {
         if (!ev)
                 return NULL;
-        kube_request_cancel(ev->request);
-        for (size_t i = 0; i < _INF_MAX; i++)
-                informer_free(ev->inf[i]);
-        sd_event_source_disable_unref(ev->defer);
-        sd_event_source_disable_unref(ev->resync);
+        pass_controller_free(ev->pc);
         free(ev);
         return NULL;
 }
 
 int evictor_start(Evictor *ev) {
-        for (size_t i = 0; i < _INF_MAX; i++) {
-                int r = informer_start(ev->inf[i]);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        return pass_controller_start(ev->pc);
 }

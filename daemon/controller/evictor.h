@@ -7,7 +7,9 @@
  *
  * In use: a volume is in use on a node while a pod on that node that has not terminated references
  * it: pod → PersistentVolumeClaim → PersistentVolume whose CSI driver is lvm.hwameistor.io →
- * the LocalVolume named like the PV. The migrate controller waits while the source is that node.
+ * the LocalVolume named like the PV; or while the node reports the volume's device open by
+ * someone other than hwameid (a replica's status.inuse: mounted, or used by a process). The
+ * migrate controller waits while the source is that node.
  *
  * Node path: a node that is unschedulable (spec.unschedulable, or the taint
  * node.kubernetes.io/unschedulable:NoSchedule that cordon and drain set) and not labelled

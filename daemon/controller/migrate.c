@@ -29,7 +29,9 @@ struct MigrateController {
         EventRecorder *events;
         MigrateOptions options;
         Informer *migrates, *volumes, *replicas, *nodes, *groups;
-        Hashmap *queue; /* name → name (owned) */
+        Hashmap *queue; /* name → name (owned; the same strings as in fifo) */
+        char **fifo;    /* the queue's order: every migration gets its turn */
+        size_t n_fifo, fifo_cap;
         /* name → the resourceVersion a status write was based on: until the cache shows a newer
          * version of that migration, it is not looked at again (its cached state is stale). */
         Hashmap *stale;
@@ -102,9 +104,20 @@ static void mc_enqueue(MigrateController *mc, const char *name) {
         (void) sd_event_source_set_enabled(mc->defer, SD_EVENT_ONESHOT);
         if (hashmap_contains(mc->queue, name))
                 return;
+        if (mc->n_fifo == mc->fifo_cap) {
+                size_t cap = MAX(mc->fifo_cap * 2, (size_t) 16);
+                char **grown = realloc(mc->fifo, cap * sizeof(char *));
+                if (!grown)
+                        return;
+                mc->fifo = grown;
+                mc->fifo_cap = cap;
+        }
         copy = strdup(name);
-        if (!copy || hashmap_put(mc->queue, copy, copy) < 0)
+        if (!copy || hashmap_put(mc->queue, copy, copy) < 0) {
                 free(copy);
+                return;
+        }
+        mc->fifo[mc->n_fifo++] = copy;
 }
 
 static int enqueue_json(const char *key, const char *rv, const char *json, void *userdata) {
@@ -134,6 +147,11 @@ static void mc_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) 
                 (void) sd_event_source_set_enabled(mc->resync, SD_EVENT_ON);
                 return;
         }
+        /* A write that changed nothing leaves the resourceVersion as it was: nothing to wait for. */
+        if (name && streq_ptr(hashmap_get(mc->stale, name),
+                              json_get_string(cJSON_GetObjectItemCaseSensitive(resp->body, "metadata"),
+                                              "resourceVersion")))
+                stale_forget(mc, name);
         mc_enqueue(mc, name); /* look again: the next step may be due */
 }
 
@@ -859,6 +877,22 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
                 }
                 if (cur && cJSON_Compare(cur, p, true))
                         return 0;
+                /* Progress goes to the API in steps of 2 % (and at the end), not at every report. */
+                {
+                        uint64_t was = 0, now_done = 0, total = 0;
+                        (void) json_get_u64(cur, "bytesDone", &was);
+                        (void) json_get_u64(p, "bytesDone", &now_done);
+                        (void) json_get_u64(p, "bytesTotal", &total);
+                        if (cur && now_done < total && now_done >= was && now_done - was < total / 50 &&
+                            !streq_ptr(json_get_string(ps, "state"), "Failed"))
+                                return 0;
+                }
+                /* A merge patch keeps what it does not mention: what the source no longer reports
+                 * (the ETA at the end) is removed explicitly. */
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        if (!cJSON_GetObjectItemCaseSensitive(p, keys[i]) &&
+                            cJSON_GetObjectItemCaseSensitive(cur, keys[i]))
+                                cJSON_AddNullToObject(p, keys[i]);
                 x = cJSON_CreateObject();
                 if (!x)
                         return -ENOMEM;
@@ -989,9 +1023,20 @@ static int mc_reconcile(MigrateController *mc, const cJSON *m) {
         return 0;
 }
 
+/* The oldest queued name (owned by the caller now), or NULL. */
+static char *mc_dequeue(MigrateController *mc) {
+        char *name;
+
+        if (mc->n_fifo == 0)
+                return NULL;
+        name = mc->fifo[0];
+        memmove(mc->fifo, mc->fifo + 1, (--mc->n_fifo) * sizeof(char *));
+        hashmap_remove(mc->queue, name);
+        return name;
+}
+
 static int mc_on_defer(sd_event_source *s, void *userdata) {
         MigrateController *mc = userdata;
-        HashmapIter i = HASHMAP_ITER_INIT;
         char *name = NULL;
         int r;
 
@@ -1000,21 +1045,18 @@ static int mc_on_defer(sd_event_source *s, void *userdata) {
             !informer_has_synced(mc->replicas) || !informer_has_synced(mc->nodes) ||
             !informer_has_synced(mc->groups))
                 return 0;
-        while (!mc->busy && hashmap_iterate(mc->queue, &i, (void **) &name, NULL)) {
+        while (!mc->busy && (name = mc_dequeue(mc))) {
                 _cleanup_json_ cJSON *m = NULL;
 
-                hashmap_remove(mc->queue, name);
                 m = cached(mc->migrates, name);
                 if (!m) {
                         stale_forget(mc, name);
                         free(name);
-                        i = HASHMAP_ITER_INIT;
                         continue;
                 }
                 if (streq_ptr(hashmap_get(mc->stale, name),
                               json_get_string(field(m, "metadata", NULL), "resourceVersion"))) {
                         free(name); /* our last write is not in the cache yet; its update brings us back */
-                        i = HASHMAP_ITER_INIT;
                         continue;
                 }
                 stale_forget(mc, name);
@@ -1024,7 +1066,6 @@ static int mc_on_defer(sd_event_source *s, void *userdata) {
                         log_warning_errno(r, "Migration %s: %m", name);
                 if (r <= 0)
                         mc->busy = mfree(mc->busy);
-                i = HASHMAP_ITER_INIT;
         }
         return 0;
 }
@@ -1122,7 +1163,8 @@ MigrateController *migrate_controller_free(MigrateController *mc) {
         informer_free(mc->groups);
         sd_event_source_disable_unref(mc->defer);
         sd_event_source_disable_unref(mc->resync);
-        hashmap_free_with(mc->queue, free_name);
+        hashmap_free_with(mc->queue, free_name); /* frees the strings fifo points at */
+        free(mc->fifo);
         {
                 const char *k;
                 char *v;
@@ -1150,4 +1192,39 @@ int migrate_controller_start(MigrateController *mc) {
         if (r >= 0)
                 r = informer_start(mc->groups);
         return r;
+}
+
+/* ---- metrics (read-only) ------------------------------------------------------------------- */
+
+typedef struct MigrateStateCount {
+        const char *const *states;
+        size_t n;
+        unsigned *counts;
+        unsigned other;
+} MigrateStateCount;
+
+static int migrate_count_one(const cJSON *obj, void *userdata) {
+        MigrateStateCount *q = userdata;
+        const char *state = json_get_string(field(obj, "status", NULL), "state") ?: "";
+
+        for (size_t i = 0; i < q->n; i++)
+                if (streq(q->states[i], state)) {
+                        q->counts[i]++;
+                        return 0;
+                }
+        q->other++;
+        return 0;
+}
+
+int migrate_controller_count_states(MigrateController *mc, const char *const *states, size_t n,
+                                    unsigned *counts) {
+        MigrateStateCount q = { .states = states, .n = n, .counts = counts };
+        int r;
+
+        if (!informer_has_synced(mc->migrates))
+                return -EAGAIN;
+        for (size_t i = 0; i < n; i++)
+                counts[i] = 0;
+        r = kube_cache_foreach(informer_cache(mc->migrates), migrate_count_one, &q);
+        return r < 0 ? r : (int) q.other;
 }

@@ -56,3 +56,9 @@ MigrateController *migrate_controller_free(MigrateController *mc);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MigrateController *, migrate_controller_free);
 
 int migrate_controller_start(MigrateController *mc);
+
+/* For metrics: the LocalVolumeMigrates in the controller's cache by status.state, counts[i] for
+ * states[i] ("" for one without a state yet). Returns how many are in none of the states, or
+ * -EAGAIN before the first list arrived. Reads only. */
+int migrate_controller_count_states(MigrateController *mc, const char *const *states, size_t n,
+                                    unsigned *counts);

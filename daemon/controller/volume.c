@@ -9,6 +9,7 @@
 #include "../basic/string-util.h"
 #include "../informer/informer.h"
 #include "../log/log.h"
+#include "pass.h"
 #include "volume.h"
 
 #define API              "/apis/hwameistor.io/v1alpha1"
@@ -17,8 +18,6 @@
 #define LSN_PATH         API "/localstoragenodes"
 #define MIGRATE_PATH     API "/localvolumemigrates"
 #define VOLUME_FINALIZER "hwameistor.io/hwameid-volume-protect"
-#define RESYNC_INTERVAL  (10 * USEC_PER_SEC)
-#define RETRY_DELAY      (2 * USEC_PER_SEC)
 
 enum {
         INF_VOLUMES,
@@ -29,38 +28,12 @@ enum {
 };
 
 struct VolumeController {
-        KubeClient *client;
         EventRecorder *events;
-        Informer *inf[_INF_MAX];
-        KubeRequest *request;
-        sd_event_source *defer, *resync;
+        PassController *pc;
 };
 
-static const cJSON *field(const cJSON *o, const char *a, const char *b) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
-        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
-}
-
-static const char *name_of(const cJSON *o) {
-        return json_get_string(field(o, "metadata", NULL), "name");
-}
-
-static int snap_add(const cJSON *o, void *userdata) {
-        cJSON *dup = cJSON_Duplicate(o, true);
-        if (!dup)
-                return -ENOMEM;
-        cJSON_AddItemToArray(userdata, dup);
-        return 0;
-}
-
-static cJSON *snapshot(Informer *inf) {
-        cJSON *a = cJSON_CreateArray();
-        if (a && kube_cache_foreach(informer_cache(inf), snap_add, a) < 0) {
-                cJSON_Delete(a);
-                return NULL;
-        }
-        return a;
-}
+#define field      json_field
+#define name_of(o) json_meta_string((o), "name")
 
 static bool has_finalizer(const cJSON *o) {
         const cJSON *i;
@@ -86,23 +59,8 @@ static bool migrating(const cJSON *migrates, const char *volume) {
         return false;
 }
 
-static void vc_on_written(KubeRequest *req, KubeResponse *resp, void *userdata) {
-        VolumeController *vc = userdata;
-
-        (void) req;
-        vc->request = NULL;
-        if (resp->error < 0 && resp->error != -ENOENT && resp->error != -EEXIST) {
-                log_warning("Volume controller: writing to the API failed: %s; retrying.", resp->message);
-                (void) sd_event_source_set_time_relative(vc->resync, RETRY_DELAY);
-                (void) sd_event_source_set_enabled(vc->resync, SD_EVENT_ON);
-                return;
-        }
-        (void) sd_event_source_set_enabled(vc->defer, SD_EVENT_ONESHOT);
-}
-
 static int vc_send(VolumeController *vc, KubeMethod method, const char *path, const cJSON *body) {
-        int r = kube_request(vc->client, method, path, body, vc_on_written, vc, &vc->request);
-        return r < 0 ? r : 1;
+        return pass_controller_send(vc->pc, method, path, body);
 }
 
 /* The volume's finalizers with ours added or removed. */
@@ -183,7 +141,12 @@ static int create_replica(VolumeController *vc, const cJSON *lv, const cJSON *re
         q.pool = json_get_string(spec, "poolName");
         if (!q.pool || json_get_u64(spec, "requiredCapacityBytes", &q.need) < 0 || !uid || strlen(uid) < 5)
                 return 0;
-        (void) kube_cache_foreach(informer_cache(vc->inf[INF_NODES]), consider, &q);
+        _cleanup_json_ cJSON *nodes = pass_controller_snapshot(vc->pc, INF_NODES);
+        const cJSON *lsn;
+
+        if (!nodes)
+                return -ENOMEM;
+        cJSON_ArrayForEach(lsn, nodes)(void) consider(lsn, &q);
         if (!q.best[0]) {
                 log_ratelimit(LOG_WARNING, 10 * USEC_PER_MINUTE, 1,
                               "Volume %s: no Ready node has %" PRIu64
@@ -332,10 +295,11 @@ static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replica
         return 0;
 }
 
-static int vc_pass(VolumeController *vc) {
-        _cleanup_json_ cJSON *volumes = snapshot(vc->inf[INF_VOLUMES]),
-                             *replicas = snapshot(vc->inf[INF_REPLICAS]),
-                             *migrates = snapshot(vc->inf[INF_MIGRATES]);
+static int vc_pass(PassController *pc, void *userdata) {
+        VolumeController *vc = userdata;
+        _cleanup_json_ cJSON *volumes = pass_controller_snapshot(pc, INF_VOLUMES),
+                             *replicas = pass_controller_snapshot(pc, INF_REPLICAS),
+                             *migrates = pass_controller_snapshot(pc, INF_MIGRATES);
         const cJSON *lv;
         int r;
 
@@ -350,50 +314,7 @@ static int vc_pass(VolumeController *vc) {
         return 0;
 }
 
-static int vc_on_defer(sd_event_source *s, void *userdata) {
-        VolumeController *vc = userdata;
-        int r;
-
-        (void) s;
-        if (vc->request)
-                return 0;
-        for (size_t i = 0; i < _INF_MAX; i++)
-                if (!informer_has_synced(vc->inf[i]))
-                        return 0;
-        r = vc_pass(vc);
-        if (r < 0)
-                log_warning_errno(r, "Volume controller: %m");
-        return 0;
-}
-
-static int vc_on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
-        VolumeController *vc = userdata;
-        (void) sd_event_source_set_enabled(vc->defer, SD_EVENT_ONESHOT);
-        return sd_event_source_set_time(s, usec + RESYNC_INTERVAL);
-}
-
-static void vc_on_change(Informer *inf, const cJSON *obj, void *userdata) {
-        VolumeController *vc = userdata;
-        (void) inf, (void) obj;
-        (void) sd_event_source_set_enabled(vc->defer, SD_EVENT_ONESHOT);
-}
-
-static void vc_on_update(Informer *inf, const cJSON *old, const cJSON *obj, void *userdata) {
-        (void) old;
-        vc_on_change(inf, obj, userdata);
-}
-
-static void vc_on_synced(Informer *inf, void *userdata) {
-        vc_on_change(inf, NULL, userdata);
-}
-
 int volume_controller_new(KubeClient *client, EventRecorder *events, VolumeController **ret) {
-        static const InformerHandlers handlers = {
-                .added = vc_on_change,
-                .updated = vc_on_update,
-                .deleted = vc_on_change,
-                .synced = vc_on_synced,
-        };
         static const InformerConfig configs[_INF_MAX] = {
                 [INF_VOLUMES] = { .name = "volume-localvolumes", .path = VOLUME_PATH },
                 [INF_REPLICAS] = { .name = "volume-localvolumereplicas", .path = REPLICA_PATH },
@@ -401,29 +322,15 @@ int volume_controller_new(KubeClient *client, EventRecorder *events, VolumeContr
                 [INF_MIGRATES] = { .name = "volume-localvolumemigrates", .path = MIGRATE_PATH },
         };
         _cleanup_(volume_controller_freep) VolumeController *vc = NULL;
-        sd_event *e = kube_client_event(client);
         int r;
 
         vc = calloc(1, sizeof(*vc));
         if (!vc)
                 return -ENOMEM;
-        vc->client = client;
         vc->events = events;
-        for (size_t i = 0; i < _INF_MAX; i++) {
-                r = informer_new(client, &configs[i], &handlers, vc, &vc->inf[i]);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_event_add_defer(e, &vc->defer, vc_on_defer, vc);
+        r = pass_controller_new(client, "Volume controller", configs, _INF_MAX, vc_pass, vc, &vc->pc);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_enabled(vc->defer, SD_EVENT_OFF);
-        (void) sd_event_source_set_description(vc->defer, "volume-pass");
-        r = sd_event_add_time_relative(e, &vc->resync, CLOCK_MONOTONIC, RESYNC_INTERVAL, 0, vc_on_resync,
-                                       vc);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(vc->resync, "volume-resync");
         *ret = TAKE_PTR(vc);
         return 0;
 }
@@ -431,20 +338,11 @@ int volume_controller_new(KubeClient *client, EventRecorder *events, VolumeContr
 VolumeController *volume_controller_free(VolumeController *vc) {
         if (!vc)
                 return NULL;
-        kube_request_cancel(vc->request);
-        for (size_t i = 0; i < _INF_MAX; i++)
-                informer_free(vc->inf[i]);
-        sd_event_source_disable_unref(vc->defer);
-        sd_event_source_disable_unref(vc->resync);
+        pass_controller_free(vc->pc);
         free(vc);
         return NULL;
 }
 
 int volume_controller_start(VolumeController *vc) {
-        for (size_t i = 0; i < _INF_MAX; i++) {
-                int r = informer_start(vc->inf[i]);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        return pass_controller_start(vc->pc);
 }

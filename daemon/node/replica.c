@@ -82,6 +82,7 @@ typedef struct ReplicaStatus {
         const StorageVolume *volume;
         const char *pool, *volume_name;
         bool synced;
+        bool inuse; /* its device is open by someone other than hwameid (mounted, in use by a pod) */
 } ReplicaStatus;
 
 static cJSON *replica_status_build(const ReplicaStatus *st, const cJSON *current) {
@@ -108,7 +109,7 @@ static cJSON *replica_status_build(const ReplicaStatus *st, const cJSON *current
                         cJSON_AddItemToArray(disks, cJSON_CreateString(*d));
         }
         if (!cJSON_AddStringToObject(o, "state", st->state) ||
-            !cJSON_AddBoolToObject(o, "synced", st->synced) || !cJSON_AddBoolToObject(o, "inuse", false))
+            !cJSON_AddBoolToObject(o, "synced", st->synced) || !cJSON_AddBoolToObject(o, "inuse", st->inuse))
                 return NULL;
 
         conds = cJSON_AddArrayToObject(o, "conditions");
@@ -544,6 +545,7 @@ static int replica_reconcile(ReplicaController *rc, const cJSON *obj) {
 
         st = (ReplicaStatus){ .state = "Ready", .volume = v, .pool = pool, .volume_name = volume };
         st.synced = !json_get_string(annotations, REPLICA_SYNC_ANNOTATION);
+        st.inuse = v->open && storage_volume_users(rc->storage, pool, volume) == 0;
         if (v->offline)
                 st = (ReplicaStatus){ .state = "NotReady",
                                       .reason = "DiskOffline",
@@ -704,4 +706,39 @@ ReplicaController *replica_controller_free(ReplicaController *rc) {
 
 int replica_controller_start(ReplicaController *rc) {
         return informer_start(rc->informer);
+}
+
+/* ---- metrics (read-only) ------------------------------------------------------------------- */
+
+typedef struct ReplicaStateCount {
+        const char *const *states;
+        size_t n;
+        unsigned *counts;
+        unsigned other;
+} ReplicaStateCount;
+
+static int replica_count_one(const cJSON *obj, void *userdata) {
+        ReplicaStateCount *q = userdata;
+        const char *state = json_get_string(cJSON_GetObjectItemCaseSensitive(obj, "status"), "state") ?: "";
+
+        for (size_t i = 0; i < q->n; i++)
+                if (streq(q->states[i], state)) {
+                        q->counts[i]++;
+                        return 0;
+                }
+        q->other++;
+        return 0;
+}
+
+int replica_controller_count_states(ReplicaController *rc, const char *const *states, size_t n,
+                                    unsigned *counts) {
+        ReplicaStateCount q = { .states = states, .n = n, .counts = counts };
+        int r;
+
+        if (!informer_has_synced(rc->informer))
+                return -EAGAIN;
+        for (size_t i = 0; i < n; i++)
+                counts[i] = 0;
+        r = kube_cache_foreach(informer_cache(rc->informer), replica_count_one, &q);
+        return r < 0 ? r : (int) q.other;
 }

@@ -32,3 +32,9 @@ int replica_controller_start(ReplicaController *rc);
 
 /* The storage snapshot changed (a disk vanished, a pool grew): look at every replica again. */
 void replica_controller_storage_changed(ReplicaController *rc);
+
+/* For metrics: this node's replicas in the controller's cache by status.state, counts[i] for
+ * states[i] ("" for a replica without a state yet). Returns how many are in none of the states,
+ * or -EAGAIN before the first list arrived. Reads only. */
+int replica_controller_count_states(ReplicaController *rc, const char *const *states, size_t n,
+                                    unsigned *counts);

@@ -42,6 +42,7 @@ typedef struct Job {
         char *pool, *volume;
         BlockDev *dev;
         Storage *storage;
+        SyncAgent *agent; /* counts a push's bytes when it ends (sync_agent_stats()) */
         /* push */
         char *uri, *checkpoint, *source_name;
         NbdTlsContext *tls;
@@ -94,9 +95,12 @@ struct SyncAgent {
         Informer *informer;
         Hashmap *entries; /* name → SyncEntry */
         sd_event_source *poll;
+        uint64_t pushed_bytes, pushes_completed, pushes_failed; /* sync_agent_stats() */
 };
 
 /* ---- jobs ---------------------------------------------------------------------------------- */
+
+static void sync_stats_job_ended(Job *j);
 
 static Job *job_free(Job *j) {
         if (!j)
@@ -105,6 +109,7 @@ static Job *job_free(Job *j) {
                 atomic_store(&j->cancel, true);
                 pthread_join(j->thread, NULL);
         }
+        sync_stats_job_ended(j);
         if (j->dev) {
                 j->dev = blockdev_close(j->dev);
                 storage_volume_release(j->storage, j->pool, j->volume);
@@ -255,6 +260,7 @@ static int job_new(SyncAgent *a, JobKind kind, const char *replica, const char *
         pthread_mutex_init(&j->lock, NULL);
         j->kind = kind;
         j->storage = a->storage;
+        j->agent = a;
         j->replica = strdup(replica);
         j->identity = strdup(identity);
         j->spec = strdup(spec);
@@ -572,10 +578,10 @@ static cJSON *push_status_json(SyncEntry *e, Job *j, const char *state, const ch
         p = j->progress;
         res = j->result;
         pthread_mutex_unlock(&j->lock);
-        rate = p.elapsed > 0 ? (double) (p.done - res.resumed_from) / ((double) p.elapsed / USEC_PER_SEC)
-                             : 0;
-        if (res.resumed_from == 0 && p.done > 0 && p.elapsed > 0)
-                rate = (double) p.done / ((double) p.elapsed / USEC_PER_SEC);
+        /* This run's bytes over this run's time: a resumed push counts from its resume point. */
+        rate = p.elapsed > 0 && p.done >= p.resumed_from
+                       ? (double) (p.done - p.resumed_from) / ((double) p.elapsed / USEC_PER_SEC)
+                       : 0;
         cJSON_AddStringToObject(o, "identity", j->identity);
         cJSON_AddStringToObject(o, "state", state);
         cJSON_AddNumberToObject(o, "bytesTotal", (double) (p.total ?: res.size));
@@ -592,8 +598,8 @@ static cJSON *push_status_json(SyncEntry *e, Job *j, const char *state, const ch
                 if (json_get_u64(spec, "round", &round) >= 0)
                         cJSON_AddNumberToObject(o, "round", (double) round);
         }
-        if (res.resumed_from > 0)
-                cJSON_AddNumberToObject(o, "resumedFrom", (double) res.resumed_from);
+        if (p.resumed_from > 0 || res.resumed_from > 0)
+                cJSON_AddNumberToObject(o, "resumedFrom", (double) MAX(p.resumed_from, res.resumed_from));
         if (streq(state, "Done")) {
                 char d[COPY_DIGEST_STRING_MAX];
                 cJSON_AddStringToObject(o, "digest", copy_digest_to_string(res.digest, d));
@@ -617,6 +623,7 @@ static void sync_push_finished(SyncAgent *a, SyncEntry *e, const cJSON *obj) {
                 char d[FORMAT_TIMESPAN_MAX];
 
                 e->retry_at = now(CLOCK_MONOTONIC) + delay;
+                a->pushes_failed++;
                 log_warning("Replica %s: push to %s failed (attempt %u): %s; retrying in %s.", e->name,
                             j->uri, e->attempts, j->message, format_timespan(d, sizeof(d), delay));
                 (void) sync_annotate_json(e, PUSH_STATUS_ANNOTATION,
@@ -627,6 +634,7 @@ static void sync_push_finished(SyncAgent *a, SyncEntry *e, const cJSON *obj) {
                 free(e->push_done);
                 e->push_done = TAKE_PTR(j->spec);
                 e->attempts = 0;
+                a->pushes_completed++;
                 (void) unlink(j->checkpoint);
                 log_info("Replica %s: pushed %" PRIu64 " bytes (%" PRIu64 " sent) to %s, xxh3-128 %s.",
                          e->name, j->result.size, j->result.sent, j->uri,
@@ -962,4 +970,40 @@ SyncAgent *sync_agent_free(SyncAgent *a) {
 
 int sync_agent_start(SyncAgent *a) {
         return informer_start(a->informer);
+}
+
+/* ---- metrics (read-only, on the loop) ------------------------------------------------------ */
+
+/* A push's bytes move from "running" to the agent's total when its job goes, however it ended
+ * (done, failed, cancelled), so the total never goes back. */
+static void sync_stats_job_ended(Job *j) {
+        if (j->kind != JOB_PUSH || !j->agent)
+                return;
+        pthread_mutex_lock(&j->lock);
+        j->agent->pushed_bytes += MAX(j->progress.sent, j->result.sent);
+        pthread_mutex_unlock(&j->lock);
+}
+
+void sync_agent_stats(SyncAgent *a, SyncAgentStats *ret) {
+        SyncEntry *e;
+
+        *ret = (SyncAgentStats){
+                .bytes_pushed = a->pushed_bytes,
+                .pushes_completed = a->pushes_completed,
+                .pushes_failed = a->pushes_failed,
+        };
+        HASHMAP_FOREACH(e, a->entries) {
+                CopyProgress p;
+
+                if (!e->push)
+                        continue;
+                pthread_mutex_lock(&e->push->lock);
+                p = e->push->progress;
+                pthread_mutex_unlock(&e->push->lock);
+                ret->pushes_running++;
+                ret->bytes_pushed += p.sent;
+                if (p.elapsed > 0)
+                        ret->bytes_per_second += (uint64_t) ((double) p.sent * USEC_PER_SEC /
+                                                             (double) p.elapsed);
+        }
 }

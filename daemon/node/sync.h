@@ -75,3 +75,14 @@ void sync_agent_storage_changed(SyncAgent *a);
 
 /* {"pushes": [...], "exports": [...]} for hwameictl status. */
 int sync_agent_status_json(SyncAgent *a, cJSON **ret);
+
+/* For metrics, read on the loop. Counted since the agent was made. */
+typedef struct SyncAgentStats {
+        uint64_t bytes_pushed;     /* sent as data by this node's pushes, finished and running */
+        uint64_t bytes_per_second; /* the running pushes' rates together (bytes sent over each one's time) */
+        unsigned pushes_running;
+        uint64_t pushes_completed; /* pushes that reached the end (Done) */
+        uint64_t pushes_failed;    /* attempts that failed (each is retried while PUSH stays) */
+} SyncAgentStats;
+
+void sync_agent_stats(SyncAgent *a, SyncAgentStats *ret);

@@ -560,6 +560,7 @@ static int lvm_snapshot_build(Storage *s, const Disk *scanned, size_t n_scanned,
                         goto finish;
                 }
                 v->size = lvs[i].size;
+                v->open = lvs[i].open;
                 v->owner = owner_from_tags(lvs[i].tags);
                 if (s->lvm_activation) {
                         v->path = storage_volume_dev_path(pool->name, lvs[i].name);

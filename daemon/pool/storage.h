@@ -82,6 +82,7 @@ typedef struct StorageVolume {
         char *path;   /* the block device or file when it has one, else NULL */
         char *owner;  /* who created it (a replica's UID), NULL when unknown */
         bool offline; /* a disk under it is missing */
+        bool open;    /* its device is open (LVM's lv_device_open): mounted or used, by us or others */
 } StorageVolume;
 
 typedef struct StoragePool {
@@ -90,8 +91,8 @@ typedef struct StoragePool {
         uint64_t total, used, free, extent_size;
         unsigned volume_count;
         unsigned disk_count; /* disks the pool is made of, present or not */
-        bool offline;  /* one of its disks is missing */
-        char *message; /* why it is offline */
+        bool offline;        /* one of its disks is missing */
+        char *message;       /* why it is offline */
 } StoragePool;
 
 typedef struct StorageSnapshot {

@@ -807,6 +807,7 @@ static int engine_init(Engine *e, const CopyEndpoint *src, const CopyEndpoint *d
                 .zeroed = o->assume_zeroed_destination,
                 .n_ops = CLAMP(o->requests ?: COPY_REQUESTS_DEFAULT, 1U, COPY_REQUESTS_MAX),
                 .start = now(CLOCK_MONOTONIC),
+                .progress = { .total = size },
         };
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
@@ -943,7 +944,7 @@ static int resume_at(Engine *e, const CopyCheckpoint *c) {
         e->hashed_sent = c->sent;
         e->hashed_skipped = c->skipped;
         e->hashed_unchanged = c->unchanged;
-        e->progress.done = c->offset;
+        e->progress.done = e->progress.resumed_from = c->offset;
         return 0;
 }
 

@@ -102,6 +102,7 @@ typedef struct CopyProgress {
         uint64_t unchanged;    /* of done: blocks the destination already held (delta) */
         uint64_t acknowledged; /* every byte below this offset is done */
         uint64_t verified;     /* COPY_PHASE_VERIFY: bytes of the destination hashed */
+        uint64_t resumed_from; /* the resume point this run started at (done counts from there) */
         usec_t elapsed;        /* since copy_run() started */
 } CopyProgress;
 
