@@ -15,6 +15,7 @@
 #define MIGRATE_PATH API "/localvolumemigrates"
 #define VOLUME_PATH  API "/localvolumes"
 #define REPLICA_PATH API "/localvolumereplicas"
+#define GROUP_PATH   API "/localvolumegroups"
 #define TRIGGER_ANN  "hwameistor.io/hwameid-evictor"
 
 enum {
@@ -25,6 +26,7 @@ enum {
         INF_VOLUMES,
         INF_REPLICAS,
         INF_MIGRATES,
+        INF_GROUPS,
         _INF_MAX,
 };
 
@@ -163,11 +165,12 @@ static int ev_pass(PassController *pc, void *userdata) {
                              *pvs = pass_controller_snapshot(pc, INF_PVS),
                              *volumes = pass_controller_snapshot(pc, INF_VOLUMES),
                              *replicas = pass_controller_snapshot(pc, INF_REPLICAS),
-                             *migrates = pass_controller_snapshot(pc, INF_MIGRATES);
+                             *migrates = pass_controller_snapshot(pc, INF_MIGRATES),
+                             *groups = pass_controller_snapshot(pc, INF_GROUPS);
         const cJSON *m, *n, *p, *v, *r;
         char why[512];
 
-        if (!nodes || !pods || !pvcs || !pvs || !volumes || !replicas || !migrates)
+        if (!nodes || !pods || !pvcs || !pvs || !volumes || !replicas || !migrates || !groups)
                 return -ENOMEM;
 
         /* A. The evictor's finished migrations: finalizer off; completed and cancelled ones go. */
@@ -266,6 +269,84 @@ static int ev_pass(PassController *pc, void *userdata) {
                 }
         }
 
+        /* C2. A pod's hwameid volumes form a LocalVolumeGroup, so that migrateAllVols moves them
+         * together: made when two or more of them belong to no group yet. */
+        cJSON_ArrayForEach(p, pods) {
+                const char *uid = meta_str(p, "uid"), *ns = meta_str(p, "namespace");
+                _cleanup_json_ cJSON *mine = cJSON_CreateArray();
+                const cJSON *pv, *group = NULL, *lv;
+                size_t loose = 0;
+                char gname[300];
+
+                if (!mine)
+                        return -ENOMEM;
+                if (pod_terminated(p) || !uid)
+                        continue;
+                cJSON_ArrayForEach(pv, field(p, "spec", "volumes")) {
+                        const char *vol = pod_volume_lv(pvcs, pvs, ns, pv);
+                        const cJSON *x = vol ? find_by_name(volumes, NULL, vol) : NULL;
+                        const char *g = json_get_string(field(x, "spec", NULL), "volumegroup");
+
+                        if (!x)
+                                continue;
+                        cJSON_AddItemToArray(mine, cJSON_Duplicate(x, true));
+                        if (isempty(g))
+                                loose++;
+                        else if (!group)
+                                group = find_by_name(groups, NULL, g);
+                }
+                if (loose == 0 || cJSON_GetArraySize(mine) < 2)
+                        continue;
+                snprintf(gname, sizeof(gname), "lvg-%s", uid);
+                if (!group)
+                        group = find_by_name(groups, NULL, gname);
+                if (!group) {
+                        _cleanup_json_ cJSON *body = cJSON_CreateObject();
+                        cJSON *meta = body ? cJSON_AddObjectToObject(body, "metadata") : NULL;
+                        cJSON *spec = body ? cJSON_AddObjectToObject(body, "spec") : NULL;
+                        cJSON *vols = spec ? cJSON_AddArrayToObject(spec, "volumes") : NULL;
+                        cJSON *podl = spec ? cJSON_AddArrayToObject(spec, "pods") : NULL;
+
+                        if (!meta || !vols || !podl ||
+                            !cJSON_AddStringToObject(body, "apiVersion", "hwameistor.io/v1alpha1") ||
+                            !cJSON_AddStringToObject(body, "kind", "LocalVolumeGroup") ||
+                            !cJSON_AddStringToObject(meta, "name", gname) ||
+                            !cJSON_AddStringToObject(spec, "namespace", strempty(ns)))
+                                return -ENOMEM;
+                        cJSON_AddItemToArray(podl, cJSON_CreateString(strempty(meta_str(p, "name"))));
+                        cJSON_ArrayForEach(lv, mine) {
+                                cJSON *e = cJSON_CreateObject();
+                                if (!e ||
+                                    !cJSON_AddStringToObject(e, "localvolume",
+                                                             strempty(meta_str(lv, "name"))) ||
+                                    !cJSON_AddStringToObject(
+                                            e, "pvc",
+                                            strempty(json_get_string(field(lv, "spec", NULL), "pvcName")))) {
+                                        cJSON_Delete(e);
+                                        return -ENOMEM;
+                                }
+                                cJSON_AddItemToArray(vols, e);
+                        }
+                        log_info("Evictor: the volumes of pod %s/%s form the group %s.", strempty(ns),
+                                 strna(meta_str(p, "name")), gname);
+                        return ev_send(ev, KUBE_POST, GROUP_PATH, body);
+                }
+                cJSON_ArrayForEach(lv, mine) {
+                        _cleanup_json_ cJSON *body = NULL;
+                        _cleanup_free_ char *path = NULL;
+
+                        if (!isempty(json_get_string(field(lv, "spec", NULL), "volumegroup")))
+                                continue;
+                        body = cJSON_CreateObject();
+                        if (!body ||
+                            !cJSON_AddStringToObject(cJSON_AddObjectToObject(body, "spec"), "volumegroup",
+                                                     meta_str(group, "name")) ||
+                            asprintf(&path, VOLUME_PATH "/%s", meta_str(lv, "name")) < 0)
+                                return -ENOMEM;
+                        return ev_send(ev, KUBE_PATCH_MERGE, path, body);
+                }
+        }
+
         /* D. Drained nodes: every volume with a replica there moves. */
         cJSON_ArrayForEach(n, nodes) {
                 const char *node = meta_str(n, "name");
@@ -316,6 +397,7 @@ int evictor_new(KubeClient *client, EventRecorder *events, Evictor **ret) {
                 [INF_VOLUMES] = { .name = "evictor-localvolumes", .path = VOLUME_PATH },
                 [INF_REPLICAS] = { .name = "evictor-localvolumereplicas", .path = REPLICA_PATH },
                 [INF_MIGRATES] = { .name = "evictor-localvolumemigrates", .path = MIGRATE_PATH },
+                [INF_GROUPS] = { .name = "evictor-localvolumegroups", .path = GROUP_PATH },
         };
         _cleanup_(evictor_freep) Evictor *ev = NULL;
         int r;

@@ -17,6 +17,10 @@
  * a replica there, with the finalizer hwameistor.io/eviction-protect. Uncordoning before a copy
  * starts (state "", Submitted or AddReplica) aborts them, which rolls them back.
  *
+ * Groups: the hwameid volumes of one pod (two or more, none in a group yet) get a
+ * LocalVolumeGroup lvg-<pod UID> and their spec.volumegroup names it, so that a migration with
+ * migrateAllVols moves them together.
+ *
  * Pod path: a pod that failed with reason Evicted, or that is labelled
  * hwameistor.io/eviction=start, gets its hwameid volumes moved off its node the same way, unless
  * the node is labelled hwameistor.io/eviction=disable.

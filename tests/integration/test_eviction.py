@@ -129,3 +129,36 @@ def test_uncordon_before_the_copy_starts_calls_the_move_off(cluster):
     events = [e for e in c.kubectl_json("get", "events", "-A")["items"]
               if e["involvedObject"].get("name") == "evictor-pvc-cordon"]
     assert any(e["reason"] == "Aborted" for e in events), json.dumps(events)[:2000]
+
+
+def test_a_pods_volumes_become_a_group_and_a_drain_moves_them_together(cluster):
+    c = cluster
+    _, d1 = make_volume(c, "pvc-pair-data", "k8s-node-1", 16 * MiB)
+    _, d2 = make_volume(c, "pvc-pair-log", "k8s-node-1", 16 * MiB)
+    for v in ("pvc-pair-data", "pvc-pair-log"):
+        c.api("POST", "/api/v1/persistentvolumes", {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": v},
+            "spec": {"capacity": {"storage": "16Mi"}, "accessModes": ["ReadWriteOnce"],
+                     "csi": {"driver": "lvm.hwameistor.io", "volumeHandle": v}}}, expect=201)
+        c.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": f"c-{v}", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}},
+                     "volumeName": v}}, expect=201)
+    pod = c.api("POST", "/api/v1/namespaces/default/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "default",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                                          "uid": "5d8c2f0e-6a1b-4c3d-9e7f-0000000000db", "controller": True}]},
+        "spec": {"nodeName": "k8s-node-1", "containers": [{"name": "db", "image": "db:1"}],
+                 "volumes": [{"name": v, "persistentVolumeClaim": {"claimName": f"c-{v}"}}
+                             for v in ("pvc-pair-data", "pvc-pair-log")]}}, expect=201)
+    group = f"lvg-{pod['metadata']['uid']}"
+    lvg = c.wait(lambda: c.get(f"{HW}/localvolumegroups/{group}"), 30, "the pod's group")
+    assert sorted(v["localvolume"] for v in lvg["spec"]["volumes"]) == ["pvc-pair-data", "pvc-pair-log"]
+    assert lvg["spec"]["pods"] == ["db-0"]
+    c.wait(lambda: all((c.get(f"{LV}/{v}") or {}).get("spec", {}).get("volumegroup") == group
+                       for v in ("pvc-pair-data", "pvc-pair-log")), 30, "both volumes in the group")
+    c.kubectl("drain", "k8s-node-1", "--ignore-daemonsets=true", "--force", timeout=120)
+    a = moved_off(c, "pvc-pair-data", "k8s-node-1", d1)
+    b = moved_off(c, "pvc-pair-log", "k8s-node-1", d2)
+    assert a["spec"]["nodeName"] == b["spec"]["nodeName"]

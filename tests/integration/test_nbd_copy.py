@@ -333,7 +333,8 @@ def test_unknown_export_name_is_reported(tmp_path, nbdkit):
 
 def test_write_errors_from_the_server_fail_the_copy(tmp_path, nbdkit):
     src = make_image(tmp_path / "src.img", 16 * MiB, [(0, 16 * MiB)])
-    server = nbdkit("--filter=error", "memory", "size=16M", "error=EIO", "error-pwrite-rate=20%")
+    # 16 requests of 1 MiB: at 50 % the chance that none fails is 1.5e-5 (at 20 % it was 3 %).
+    server = nbdkit("--filter=error", "memory", "size=16M", "error=EIO", "error-pwrite-rate=50%")
     p = copy(src, server.uri(), check=False)
     assert p.returncode == 1
     assert re.search(r"destination write failed at offset \d+: Input/output error", p.stderr), p.stderr
@@ -341,7 +342,7 @@ def test_write_errors_from_the_server_fail_the_copy(tmp_path, nbdkit):
 
 def test_read_errors_from_the_server_fail_the_copy(tmp_path, nbdkit):
     src = make_image(tmp_path / "src.img", 16 * MiB, [(0, 16 * MiB)])
-    server = nbdkit("-r", "--filter=error", "file", str(src), "error=EIO", "error-pread-rate=20%")
+    server = nbdkit("-r", "--filter=error", "file", str(src), "error=EIO", "error-pread-rate=50%")
     p = copy(server.uri(), tmp_path / "out.img", check=False)
     assert p.returncode == 1
     assert "source read failed" in p.stderr, p.stderr
