@@ -18,6 +18,21 @@ static inline const char *json_get_string(const cJSON *o, const char *key) {
         return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* o[a], or o[a][b] when b is given; NULL where anything is missing. */
+static inline const cJSON *json_field(const cJSON *o, const char *a, const char *b) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
+}
+
+/* A Kubernetes object's metadata.<key> string ("name", "uid", "resourceVersion", …). */
+static inline const char *json_meta_string(const cJSON *o, const char *key) {
+        return json_get_string(cJSON_GetObjectItemCaseSensitive(o, "metadata"), key);
+}
+
+static inline const char *json_name(const cJSON *o) {
+        return json_meta_string(o, "name");
+}
+
 /* The member as a non-negative integer; -ENOENT when absent, -EINVAL when not a whole number
  * in range. */
 static inline int json_get_u64(const cJSON *o, const char *key, uint64_t *ret) {

@@ -37,37 +37,35 @@ struct Evictor {
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-#define field    json_field
-#define meta_str json_meta_string
-
 static const char *label(const cJSON *o, const char *key) {
-        return json_get_string(field(o, "metadata", "labels"), key);
+        return json_get_string(json_field(o, "metadata", "labels"), key);
 }
 
 static bool has_finalizer(const cJSON *o, const char *f) {
         const cJSON *i;
-        cJSON_ArrayForEach(i, field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
-                                                                      streq(i->valuestring, f)) return true;
+        cJSON_ArrayForEach(
+                i, json_field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
+                                                                streq(i->valuestring, f)) return true;
         return false;
 }
 
 static const cJSON *find_by_name(const cJSON *items, const char *ns, const char *name) {
         const cJSON *o;
-        cJSON_ArrayForEach(o, items) if (streq_ptr(meta_str(o, "name"), name) &&
-                                         (!ns || streq_ptr(meta_str(o, "namespace"), ns))) return o;
+        cJSON_ArrayForEach(o, items) if (streq_ptr(json_meta_string(o, "name"), name) &&
+                                         (!ns || streq_ptr(json_meta_string(o, "namespace"), ns))) return o;
         return NULL;
 }
 
 static bool node_unschedulable(const cJSON *node) {
         const cJSON *t;
 
-        if (cJSON_IsTrue(field(node, "spec", "unschedulable")))
+        if (cJSON_IsTrue(json_field(node, "spec", "unschedulable")))
                 return true;
         cJSON_ArrayForEach(
-                t, field(node, "spec", "taints")) if (streq_ptr(json_get_string(t, "key"),
-                                                                "node.kubernetes.io/unschedulable") &&
-                                                      streq_ptr(json_get_string(t, "effect"),
-                                                                "NoSchedule")) return true;
+                t, json_field(node, "spec", "taints")) if (streq_ptr(json_get_string(t, "key"),
+                                                                     "node.kubernetes.io/unschedulable") &&
+                                                           streq_ptr(json_get_string(t, "effect"),
+                                                                     "NoSchedule")) return true;
         return false;
 }
 
@@ -76,19 +74,20 @@ static bool node_disabled(const cJSON *nodes, const char *name) {
 }
 
 static bool pod_terminated(const cJSON *pod) {
-        const char *phase = json_get_string(field(pod, "status", NULL), "phase");
+        const char *phase = json_get_string(json_field(pod, "status", NULL), "phase");
         return streq_ptr(phase, "Succeeded") || streq_ptr(phase, "Failed");
 }
 
 /* The hwameid volume (LocalVolume name) behind a pod volume, or NULL. */
 static const char *pod_volume_lv(const cJSON *pvcs, const cJSON *pvs, const char *ns, const cJSON *podvol) {
-        const char *claim = json_get_string(field(podvol, "persistentVolumeClaim", NULL), "claimName");
+        const char *claim = json_get_string(json_field(podvol, "persistentVolumeClaim", NULL), "claimName");
         const cJSON *pvc = claim ? find_by_name(pvcs, ns, claim) : NULL;
-        const char *pvname = json_get_string(field(pvc, "spec", NULL), "volumeName");
+        const char *pvname = json_get_string(json_field(pvc, "spec", NULL), "volumeName");
         const cJSON *pv = pvname ? find_by_name(pvs, NULL, pvname) : NULL;
 
-        if (!pv || !streq_ptr(json_get_string(field(field(pv, "spec", NULL), "csi", NULL), "driver"),
-                              HWAMEID_CSI_DRIVER))
+        if (!pv ||
+            !streq_ptr(json_get_string(json_field(json_field(pv, "spec", NULL), "csi", NULL), "driver"),
+                       HWAMEID_CSI_DRIVER))
                 return NULL;
         return pvname;
 }
@@ -96,14 +95,15 @@ static const char *pod_volume_lv(const cJSON *pvcs, const cJSON *pvs, const char
 static bool replica_on(const cJSON *replicas, const char *volume, const char *node) {
         const cJSON *r;
         cJSON_ArrayForEach(
-                r, replicas) if (streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), volume) &&
-                                 streq_ptr(json_get_string(field(r, "spec", NULL), "nodeName"), node) &&
-                                 !field(r, "metadata", "deletionTimestamp")) return true;
+                r, replicas) if (streq_ptr(json_get_string(json_field(r, "spec", NULL), "volumeName"),
+                                           volume) &&
+                                 streq_ptr(json_get_string(json_field(r, "spec", NULL), "nodeName"), node) &&
+                                 !json_field(r, "metadata", "deletionTimestamp")) return true;
         return false;
 }
 
 static bool terminal(const cJSON *m) {
-        const char *state = json_get_string(field(m, "status", NULL), "state");
+        const char *state = json_get_string(json_field(m, "status", NULL), "state");
         return streq_ptr(state, "Completed") || streq_ptr(state, "Aborted");
 }
 
@@ -114,9 +114,10 @@ static bool migration_exists(const cJSON *migrates, const char *volume) {
 
         snprintf(name, sizeof(name), EVICTOR_MIGRATE_PREFIX "%s", volume);
         cJSON_ArrayForEach(m, migrates) {
-                if (streq_ptr(meta_str(m, "name"), name))
+                if (streq_ptr(json_meta_string(m, "name"), name))
                         return true;
-                if (streq_ptr(json_get_string(field(m, "spec", NULL), "volumeName"), volume) && !terminal(m))
+                if (streq_ptr(json_get_string(json_field(m, "spec", NULL), "volumeName"), volume) &&
+                    !terminal(m))
                         return true;
         }
         return false;
@@ -175,11 +176,12 @@ static int ev_pass(PassController *pc, void *userdata) {
 
         /* A. The evictor's finished migrations: finalizer off; completed and cancelled ones go. */
         cJSON_ArrayForEach(m, migrates) {
-                const char *name = meta_str(m, "name");
+                const char *name = json_meta_string(m, "name");
                 _cleanup_free_ char *path = NULL;
-                bool cancelled = streq_ptr(json_get_string(field(m, "status", NULL), "message"),
+                bool cancelled = streq_ptr(json_get_string(json_field(m, "status", NULL), "message"),
                                            "aborted by request") &&
-                                 streq_ptr(json_get_string(field(m, "metadata", "annotations"), TRIGGER_ANN),
+                                 streq_ptr(json_get_string(json_field(m, "metadata", "annotations"),
+                                                           TRIGGER_ANN),
                                            "node");
 
                 if (!name || !startswith(name, EVICTOR_MIGRATE_PREFIX) || !terminal(m) ||
@@ -195,66 +197,70 @@ static int ev_pass(PassController *pc, void *userdata) {
                         const cJSON *f;
                         if (!fin)
                                 return -ENOMEM;
-                        cJSON_ArrayForEach(f,
-                                           field(m, "metadata", "finalizers")) if (cJSON_IsString(f) &&
-                                                                                   !streq(f->valuestring,
-                                                                                          EVICTOR_FINALIZER))
+                        cJSON_ArrayForEach(
+                                f, json_field(m, "metadata", "finalizers")) if (cJSON_IsString(f) &&
+                                                                                !streq(f->valuestring,
+                                                                                       EVICTOR_FINALIZER))
                                 cJSON_AddItemToArray(fin, cJSON_CreateString(f->valuestring));
                         return ev_send(ev, KUBE_PATCH_MERGE, path, body);
                 }
-                if ((streq_ptr(json_get_string(field(m, "status", NULL), "state"), "Completed") ||
+                if ((streq_ptr(json_get_string(json_field(m, "status", NULL), "state"), "Completed") ||
                      cancelled) &&
-                    !field(m, "metadata", "deletionTimestamp"))
+                    !json_field(m, "metadata", "deletionTimestamp"))
                         return ev_send(ev, KUBE_DELETE, path, NULL);
         }
 
         /* B. Uncordoned before the copy started: the node path's migrations are called off. */
         cJSON_ArrayForEach(m, migrates) {
-                const char *state = json_get_string(field(m, "status", NULL), "state") ?: "";
-                const char *source = json_get_string(field(m, "spec", NULL), "sourceNode");
+                const char *state = json_get_string(json_field(m, "status", NULL), "state") ?: "";
+                const char *source = json_get_string(json_field(m, "spec", NULL), "sourceNode");
                 const cJSON *node = find_by_name(nodes, NULL, source);
                 _cleanup_free_ char *path = NULL;
                 _cleanup_json_ cJSON *body = NULL;
 
-                if (!startswith(strempty(meta_str(m, "name")), EVICTOR_MIGRATE_PREFIX) ||
-                    !streq_ptr(json_get_string(field(m, "metadata", "annotations"), TRIGGER_ANN), "node") ||
-                    cJSON_IsTrue(field(m, "spec", "abort")) || !node || node_unschedulable(node) ||
+                if (!startswith(strempty(json_meta_string(m, "name")), EVICTOR_MIGRATE_PREFIX) ||
+                    !streq_ptr(json_get_string(json_field(m, "metadata", "annotations"), TRIGGER_ANN),
+                               "node") ||
+                    cJSON_IsTrue(json_field(m, "spec", "abort")) || !node || node_unschedulable(node) ||
                     !(streq(state, "") || streq(state, "Submitted") || streq(state, "AddReplica")))
                         continue;
                 body = cJSON_CreateObject();
                 if (!body || !cJSON_AddBoolToObject(cJSON_AddObjectToObject(body, "spec"), "abort", true) ||
-                    asprintf(&path, MIGRATE_PATH "/%s", meta_str(m, "name")) < 0)
+                    asprintf(&path, MIGRATE_PATH "/%s", json_meta_string(m, "name")) < 0)
                         return -ENOMEM;
                 log_info("Evictor: node %s is schedulable again before %s started copying; calling it off.",
-                         source, meta_str(m, "name"));
+                         source, json_meta_string(m, "name"));
                 return ev_send(ev, KUBE_PATCH_MERGE, path, body);
         }
 
         /* C. Where each volume is in use: status.publishedNode. */
         cJSON_ArrayForEach(v, volumes) {
-                const char *name = meta_str(v, "name"), *want = NULL;
-                const char *have = json_get_string(field(v, "status", NULL), "publishedNode");
+                const char *name = json_meta_string(v, "name"), *want = NULL;
+                const char *have = json_get_string(json_field(v, "status", NULL), "publishedNode");
 
                 cJSON_ArrayForEach(p, pods) {
                         const cJSON *pv;
-                        if (pod_terminated(p) || !json_get_string(field(p, "spec", NULL), "nodeName"))
+                        if (pod_terminated(p) || !json_get_string(json_field(p, "spec", NULL), "nodeName"))
                                 continue;
                         cJSON_ArrayForEach(
                                 pv,
-                                field(p, "spec",
-                                      "volumes")) if (streq_ptr(pod_volume_lv(pvcs, pvs,
-                                                                              meta_str(p, "namespace"), pv),
-                                                                name))
-                                want = json_get_string(field(p, "spec", NULL), "nodeName");
+                                json_field(p, "spec",
+                                           "volumes")) if (streq_ptr(pod_volume_lv(pvcs, pvs,
+                                                                                   json_meta_string(
+                                                                                           p, "namespace"),
+                                                                                   pv),
+                                                                     name))
+                                want = json_get_string(json_field(p, "spec", NULL), "nodeName");
                         if (want)
                                 break;
                 }
                 /* Without a pod: a node that reports the volume's device open (mounted) uses it. */
                 cJSON_ArrayForEach(
                         r,
-                        replicas) if (!want && cJSON_IsTrue(field(r, "status", "inuse")) &&
-                                      streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), name))
-                        want = json_get_string(field(r, "spec", NULL), "nodeName");
+                        replicas) if (!want && cJSON_IsTrue(json_field(r, "status", "inuse")) &&
+                                      streq_ptr(json_get_string(json_field(r, "spec", NULL), "volumeName"),
+                                                name))
+                        want = json_get_string(json_field(r, "spec", NULL), "nodeName");
                 if (!streq_ptr(want, have) && !(isempty(want) && isempty(have))) {
                         _cleanup_json_ cJSON *body = cJSON_CreateObject();
                         _cleanup_free_ char *path = NULL;
@@ -272,7 +278,7 @@ static int ev_pass(PassController *pc, void *userdata) {
         /* C2. A pod's hwameid volumes form a LocalVolumeGroup, so that migrateAllVols moves them
          * together: made when two or more of them belong to no group yet. */
         cJSON_ArrayForEach(p, pods) {
-                const char *uid = meta_str(p, "uid"), *ns = meta_str(p, "namespace");
+                const char *uid = json_meta_string(p, "uid"), *ns = json_meta_string(p, "namespace");
                 _cleanup_json_ cJSON *mine = cJSON_CreateArray();
                 const cJSON *pv, *group = NULL, *lv;
                 size_t loose = 0;
@@ -282,10 +288,10 @@ static int ev_pass(PassController *pc, void *userdata) {
                         return -ENOMEM;
                 if (pod_terminated(p) || !uid)
                         continue;
-                cJSON_ArrayForEach(pv, field(p, "spec", "volumes")) {
+                cJSON_ArrayForEach(pv, json_field(p, "spec", "volumes")) {
                         const char *vol = pod_volume_lv(pvcs, pvs, ns, pv);
                         const cJSON *x = vol ? find_by_name(volumes, NULL, vol) : NULL;
-                        const char *g = json_get_string(field(x, "spec", NULL), "volumegroup");
+                        const char *g = json_get_string(json_field(x, "spec", NULL), "volumegroup");
 
                         if (!x)
                                 continue;
@@ -313,35 +319,37 @@ static int ev_pass(PassController *pc, void *userdata) {
                             !cJSON_AddStringToObject(meta, "name", gname) ||
                             !cJSON_AddStringToObject(spec, "namespace", strempty(ns)))
                                 return -ENOMEM;
-                        cJSON_AddItemToArray(podl, cJSON_CreateString(strempty(meta_str(p, "name"))));
+                        cJSON_AddItemToArray(podl,
+                                             cJSON_CreateString(strempty(json_meta_string(p, "name"))));
                         cJSON_ArrayForEach(lv, mine) {
                                 cJSON *e = cJSON_CreateObject();
                                 if (!e ||
                                     !cJSON_AddStringToObject(e, "localvolume",
-                                                             strempty(meta_str(lv, "name"))) ||
+                                                             strempty(json_meta_string(lv, "name"))) ||
                                     !cJSON_AddStringToObject(
                                             e, "pvc",
-                                            strempty(json_get_string(field(lv, "spec", NULL), "pvcName")))) {
+                                            strempty(json_get_string(json_field(lv, "spec", NULL),
+                                                                     "pvcName")))) {
                                         cJSON_Delete(e);
                                         return -ENOMEM;
                                 }
                                 cJSON_AddItemToArray(vols, e);
                         }
                         log_info("Evictor: the volumes of pod %s/%s form the group %s.", strempty(ns),
-                                 strna(meta_str(p, "name")), gname);
+                                 strna(json_meta_string(p, "name")), gname);
                         return ev_send(ev, KUBE_POST, GROUP_PATH, body);
                 }
                 cJSON_ArrayForEach(lv, mine) {
                         _cleanup_json_ cJSON *body = NULL;
                         _cleanup_free_ char *path = NULL;
 
-                        if (!isempty(json_get_string(field(lv, "spec", NULL), "volumegroup")))
+                        if (!isempty(json_get_string(json_field(lv, "spec", NULL), "volumegroup")))
                                 continue;
                         body = cJSON_CreateObject();
                         if (!body ||
                             !cJSON_AddStringToObject(cJSON_AddObjectToObject(body, "spec"), "volumegroup",
-                                                     meta_str(group, "name")) ||
-                            asprintf(&path, VOLUME_PATH "/%s", meta_str(lv, "name")) < 0)
+                                                     json_meta_string(group, "name")) ||
+                            asprintf(&path, VOLUME_PATH "/%s", json_meta_string(lv, "name")) < 0)
                                 return -ENOMEM;
                         return ev_send(ev, KUBE_PATCH_MERGE, path, body);
                 }
@@ -349,14 +357,14 @@ static int ev_pass(PassController *pc, void *userdata) {
 
         /* D. Drained nodes: every volume with a replica there moves. */
         cJSON_ArrayForEach(n, nodes) {
-                const char *node = meta_str(n, "name");
+                const char *node = json_meta_string(n, "name");
 
                 if (!node_unschedulable(n) || streq_ptr(label(n, EVICTION_LABEL), "disable"))
                         continue;
                 cJSON_ArrayForEach(r, replicas) {
-                        const char *volume = json_get_string(field(r, "spec", NULL), "volumeName");
-                        if (!streq_ptr(json_get_string(field(r, "spec", NULL), "nodeName"), node) ||
-                            field(r, "metadata", "deletionTimestamp") || !volume ||
+                        const char *volume = json_get_string(json_field(r, "spec", NULL), "volumeName");
+                        if (!streq_ptr(json_get_string(json_field(r, "spec", NULL), "nodeName"), node) ||
+                            json_field(r, "metadata", "deletionTimestamp") || !volume ||
                             migration_exists(migrates, volume))
                                 continue;
                         snprintf(why, sizeof(why), "node %s is unschedulable", node);
@@ -366,21 +374,21 @@ static int ev_pass(PassController *pc, void *userdata) {
 
         /* E. Evicted pods, and pods labelled eviction=start: their volumes leave their node. */
         cJSON_ArrayForEach(p, pods) {
-                const cJSON *st = field(p, "status", NULL), *pv;
-                const char *node = json_get_string(field(p, "spec", NULL), "nodeName");
+                const cJSON *st = json_field(p, "status", NULL), *pv;
+                const char *node = json_get_string(json_field(p, "spec", NULL), "nodeName");
                 bool evicted = streq_ptr(json_get_string(st, "phase"), "Failed") &&
                                streq_ptr(json_get_string(st, "reason"), "Evicted");
                 bool asked = streq_ptr(label(p, EVICTION_LABEL), "start");
 
                 if (!node || !(evicted || asked) || node_disabled(nodes, node))
                         continue;
-                cJSON_ArrayForEach(pv, field(p, "spec", "volumes")) {
-                        const char *volume = pod_volume_lv(pvcs, pvs, meta_str(p, "namespace"), pv);
+                cJSON_ArrayForEach(pv, json_field(p, "spec", "volumes")) {
+                        const char *volume = pod_volume_lv(pvcs, pvs, json_meta_string(p, "namespace"), pv);
                         if (!volume || !replica_on(replicas, volume, node) ||
                             migration_exists(migrates, volume))
                                 continue;
-                        snprintf(why, sizeof(why), "pod %s/%s %s", strna(meta_str(p, "namespace")),
-                                 strna(meta_str(p, "name")),
+                        snprintf(why, sizeof(why), "pod %s/%s %s", strna(json_meta_string(p, "namespace")),
+                                 strna(json_meta_string(p, "name")),
                                  evicted ? "was evicted" : "is labelled eviction=start");
                         return create_migration(ev, volume, node, "pod", why);
                 }

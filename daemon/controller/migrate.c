@@ -42,17 +42,8 @@ struct MigrateController {
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-static const cJSON *field(const cJSON *o, const char *a, const char *b) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
-        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
-}
-
-static const char *name_of(const cJSON *o) {
-        return json_get_string(field(o, "metadata", NULL), "name");
-}
-
 static const char *annotation(const cJSON *o, const char *key) {
-        return json_get_string(field(o, "metadata", "annotations"), key);
+        return json_get_string(json_field(o, "metadata", "annotations"), key);
 }
 
 static cJSON *annotation_json(const cJSON *o, const char *key) {
@@ -72,11 +63,11 @@ typedef struct ReplicaQuery {
 
 static int replica_match(const cJSON *o, void *userdata) {
         ReplicaQuery *q = userdata;
-        const cJSON *spec = field(o, "spec", NULL);
+        const cJSON *spec = json_field(o, "spec", NULL);
 
         if (!q->found && streq_ptr(json_get_string(spec, "volumeName"), q->volume) &&
             streq_ptr(json_get_string(spec, "nodeName"), q->node) &&
-            !field(o, "metadata", "deletionTimestamp"))
+            !json_field(o, "metadata", "deletionTimestamp"))
                 q->found = cJSON_Duplicate(o, true);
         return 0;
 }
@@ -86,6 +77,31 @@ static cJSON *find_replica(MigrateController *mc, const char *volume, const char
         ReplicaQuery q = { .volume = volume, .node = node };
         (void) kube_cache_foreach(informer_cache(mc->replicas), replica_match, &q);
         return q.found;
+}
+
+static int holder_add(const cJSON *o, void *userdata) {
+        const cJSON *spec = json_field(o, "spec", NULL);
+        ReplicaQuery *q = userdata;
+
+        if (streq_ptr(json_get_string(spec, "volumeName"), q->volume) &&
+            !json_field(o, "metadata", "deletionTimestamp") && json_get_string(spec, "nodeName"))
+                cJSON_AddItemToArray(q->found, cJSON_CreateString(json_get_string(spec, "nodeName")));
+        return 0;
+}
+
+/* The nodes holding a replica of volume (a JSON array of names), in one pass over the cache. */
+static cJSON *replica_holders(MigrateController *mc, const char *volume) {
+        ReplicaQuery q = { .volume = volume, .found = cJSON_CreateArray() };
+
+        if (q.found)
+                (void) kube_cache_foreach(informer_cache(mc->replicas), holder_add, &q);
+        return q.found;
+}
+
+static bool json_array_has_string(const cJSON *a, const char *s) {
+        const cJSON *i;
+        cJSON_ArrayForEach(i, a) if (cJSON_IsString(i) && streq(i->valuestring, s)) return true;
+        return false;
 }
 
 static void now_rfc3339(char buf[static 32]) {
@@ -261,7 +277,7 @@ static void emit(MigrateController *mc, const cJSON *m, const char *type, const 
 /* ---- steps ---------------------------------------------------------------------------------- */
 
 typedef struct TargetQuery {
-        MigrateController *mc;
+        const cJSON *holders; /* nodes that hold a replica of the volume already */
         const char *source, *pool, *volume;
         uint64_t need;
         const cJSON *suggested;
@@ -273,9 +289,8 @@ typedef struct TargetQuery {
 
 static int target_consider(const cJSON *lsn, void *userdata) {
         TargetQuery *q = userdata;
-        const char *node = name_of(lsn);
-        const cJSON *pool = field(field(lsn, "status", "pools"), q->pool, NULL);
-        _cleanup_json_ cJSON *existing = NULL;
+        const char *node = json_name(lsn);
+        const cJSON *pool = json_field(json_field(lsn, "status", "pools"), q->pool, NULL);
         uint64_t free_bytes = 0;
         int rank = INT32_MAX, i = 0;
         const cJSON *s;
@@ -289,12 +304,11 @@ static int target_consider(const cJSON *lsn, void *userdata) {
         }
         if (cJSON_GetArraySize(q->suggested) > 0 && rank == INT32_MAX)
                 return 0;
-        if (!streq_ptr(json_get_string(field(lsn, "status", NULL), "state"), "Ready")) {
+        if (!streq_ptr(json_get_string(json_field(lsn, "status", NULL), "state"), "Ready")) {
                 snprintf(q->why, sizeof(q->why), "node %s is not Ready", node);
                 return 0;
         }
-        existing = find_replica(q->mc, q->volume, node);
-        if (existing) {
+        if (json_array_has_string(q->holders, node)) {
                 snprintf(q->why, sizeof(q->why), "node %s holds a replica of %s already", node, q->volume);
                 return 0;
         }
@@ -313,18 +327,18 @@ static int target_consider(const cJSON *lsn, void *userdata) {
 
 /* Rolls back what the migration added, then records the end. */
 static int rollback(MigrateController *mc, const cJSON *m, const char *message) {
-        const cJSON *st = field(m, "status", NULL);
+        const cJSON *st = json_field(m, "status", NULL);
         const char *target = json_get_string(st, "targetReplica");
         const char *source = json_get_string(st, "sourceReplica");
         _cleanup_json_ cJSON *t = cached(mc->replicas, target), *s = cached(mc->replicas, source);
 
         if (s && annotation(s, PUSH_ANNOTATION))
                 return annotate(mc, source, PUSH_ANNOTATION, NULL);
-        if (t && !field(t, "metadata", "deletionTimestamp"))
+        if (t && !json_field(t, "metadata", "deletionTimestamp"))
                 return delete_replica(mc, target);
         if (t)
                 return 0; /* its node is removing it */
-        log_warning("Migration %s aborted: %s", name_of(m), message);
+        log_warning("Migration %s aborted: %s", json_name(m), message);
         emit(mc, m, EVENT_WARNING, "Aborted", message);
         {
                 cJSON *x = status_of("Aborted", message);
@@ -332,7 +346,7 @@ static int rollback(MigrateController *mc, const cJSON *m, const char *message) 
                 now_rfc3339(ts);
                 if (x)
                         cJSON_AddStringToObject(x, "completionTime", ts);
-                return set_status(mc, name_of(m), x);
+                return set_status(mc, json_name(m), x);
         }
 }
 
@@ -341,7 +355,7 @@ static int rollback(MigrateController *mc, const cJSON *m, const char *message) 
 /* The volumes of lv's group that have a replica on source (lv's own volume first). */
 static cJSON *group_members(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                             const char *source) {
-        const char *group = json_get_string(field(lv, "spec", NULL), "volumegroup");
+        const char *group = json_get_string(json_field(lv, "spec", NULL), "volumegroup");
         _cleanup_json_ cJSON *lvg = NULL;
         cJSON *out = cJSON_CreateArray();
         bool all = true;
@@ -350,12 +364,12 @@ static cJSON *group_members(MigrateController *mc, const cJSON *m, const cJSON *
         if (!out)
                 return NULL;
         cJSON_AddItemToArray(out, cJSON_CreateString(volume));
-        if (json_get_bool(field(m, "spec", NULL), "migrateAllVols", &all) >= 0 && !all)
+        if (json_get_bool(json_field(m, "spec", NULL), "migrateAllVols", &all) >= 0 && !all)
                 return out;
-        if (json_get_string(field(m, "metadata", "labels"), PARENT_LABEL))
+        if (json_get_string(json_field(m, "metadata", "labels"), PARENT_LABEL))
                 return out; /* a child moves its one volume */
         lvg = group ? cached(mc->groups, group) : NULL;
-        cJSON_ArrayForEach(i, field(field(lvg, "spec", NULL), "volumes", NULL)) {
+        cJSON_ArrayForEach(i, json_field(json_field(lvg, "spec", NULL), "volumes", NULL)) {
                 const char *v = json_get_string(i, "localvolume");
                 _cleanup_json_ cJSON *r = NULL;
 
@@ -377,9 +391,9 @@ typedef struct Covering {
 
 static int covering_match(const cJSON *o, void *userdata) {
         Covering *q = userdata;
-        const char *name = name_of(o), *state = json_get_string(field(o, "status", NULL), "state");
-        const char *parent = json_get_string(field(o, "metadata", "labels"), PARENT_LABEL);
-        const cJSON *vols = field(field(o, "status", NULL), "volumes", NULL), *v;
+        const char *name = json_name(o), *state = json_get_string(json_field(o, "status", NULL), "state");
+        const char *parent = json_get_string(json_field(o, "metadata", "labels"), PARENT_LABEL);
+        const cJSON *vols = json_field(json_field(o, "status", NULL), "volumes", NULL), *v;
 
         if (q->found || !name || streq(name, q->self) || streq_ptr(name, q->self_parent) ||
             streq_ptr(parent, q->self) || cJSON_GetArraySize(vols) < 2 || streq_ptr(state, "Aborted"))
@@ -395,8 +409,8 @@ static int covering_match(const cJSON *o, void *userdata) {
 /* Another group migration that moves volume too (and whether it completed). */
 static const char *covered_by(MigrateController *mc, const cJSON *m, const char *volume, bool *completed,
                               Covering *q) {
-        *q = (Covering){ .self = name_of(m),
-                         .self_parent = json_get_string(field(m, "metadata", "labels"), PARENT_LABEL),
+        *q = (Covering){ .self = json_name(m),
+                         .self_parent = json_get_string(json_field(m, "metadata", "labels"), PARENT_LABEL),
                          .volume = volume };
         (void) kube_cache_foreach(informer_cache(mc->migrates), covering_match, q);
         *completed = q->completed;
@@ -405,7 +419,7 @@ static const char *covered_by(MigrateController *mc, const cJSON *m, const char 
 
 static char *child_name(const cJSON *m, size_t i) {
         char *n;
-        return asprintf(&n, "%.200s-%zu", name_of(m), i) < 0 ? NULL : n;
+        return asprintf(&n, "%.200s-%zu", json_name(m), i) < 0 ? NULL : n;
 }
 
 static int finish(MigrateController *mc, const cJSON *m, const char *state, const char *type,
@@ -417,15 +431,15 @@ static int finish(MigrateController *mc, const cJSON *m, const char *state, cons
         now_rfc3339(ts);
         if (x)
                 cJSON_AddStringToObject(x, "completionTime", ts);
-        return set_status(mc, name_of(m), x);
+        return set_status(mc, json_name(m), x);
 }
 
 /* A group move: a child migration per volume, all with the parent's target; the parent follows. */
 static int step_group(MigrateController *mc, const cJSON *m) {
-        const cJSON *st = field(m, "status", NULL), *vols = field(st, "volumes", NULL), *v;
+        const cJSON *st = json_field(m, "status", NULL), *vols = json_field(st, "volumes", NULL), *v;
         const char *target = json_get_string(st, "targetNode");
-        const char *source = json_get_string(field(m, "spec", NULL), "sourceNode");
-        bool abort_requested = cJSON_IsTrue(field(m, "spec", "abort")) ||
+        const char *source = json_get_string(json_field(m, "spec", NULL), "sourceNode");
+        bool abort_requested = cJSON_IsTrue(json_field(m, "spec", "abort")) ||
                                streq_ptr(json_get_string(st, "state"), "ToBeAborted");
         uint64_t total = 0, done = 0, rate = 0;
         unsigned n = 0, completed = 0, aborted = 0, syncing = 0;
@@ -436,7 +450,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
         cJSON_ArrayForEach(v, vols) {
                 _cleanup_free_ char *cname = child_name(m, i++);
                 _cleanup_json_ cJSON *child = cached(mc->migrates, cname);
-                const cJSON *cst = field(child, "status", NULL), *p = field(cst, "progress", NULL);
+                const cJSON *cst = json_field(child, "status", NULL), *p = json_field(cst, "progress", NULL);
                 const char *cstate = json_get_string(cst, "state") ?: "";
                 uint64_t x;
 
@@ -457,7 +471,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
                             !cJSON_AddStringToObject(body, "apiVersion", "hwameistor.io/v1alpha1") ||
                             !cJSON_AddStringToObject(body, "kind", "LocalVolumeMigrate") ||
                             !cJSON_AddStringToObject(meta, "name", cname) ||
-                            !cJSON_AddStringToObject(labels, PARENT_LABEL, name_of(m)) ||
+                            !cJSON_AddStringToObject(labels, PARENT_LABEL, json_name(m)) ||
                             !cJSON_AddStringToObject(spec, "volumeName", v->valuestring) ||
                             !cJSON_AddStringToObject(spec, "sourceNode", source) ||
                             !cJSON_AddBoolToObject(spec, "migrateAllVols", false))
@@ -465,7 +479,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
                         cJSON_AddItemToArray(sugg, cJSON_CreateString(target));
                         return mc_send(mc, KUBE_POST, MIGRATE_PATH, body);
                 }
-                if (abort_requested && !cJSON_IsTrue(field(child, "spec", "abort")) &&
+                if (abort_requested && !cJSON_IsTrue(json_field(child, "spec", "abort")) &&
                     !streq(cstate, "Completed") && !streq(cstate, "Aborted") &&
                     !streq(cstate, "PruneReplica")) {
                         _cleanup_json_ cJSON *body = cJSON_CreateObject();
@@ -493,7 +507,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
 
         if (aborted > 0 && !abort_requested) {
                 snprintf(msg, sizeof(msg), "a volume of the group could not move: %s", strna(failure));
-                return set_status(mc, name_of(m), status_of("ToBeAborted", msg));
+                return set_status(mc, json_name(m), status_of("ToBeAborted", msg));
         }
         if (abort_requested) {
                 const char *why = json_get_string(st, "message");
@@ -508,7 +522,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
         }
         {
                 const char *state = syncing > 0 || completed > 0 ? "SyncReplica" : "AddReplica";
-                const cJSON *cur = field(st, "progress", NULL);
+                const cJSON *cur = json_field(st, "progress", NULL);
                 _cleanup_json_ cJSON *p = cJSON_CreateObject();
                 cJSON *x;
 
@@ -526,7 +540,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
                 if (!x)
                         return -ENOMEM;
                 cJSON_AddItemToObject(x, "progress", TAKE_PTR(p));
-                return set_status(mc, name_of(m), x);
+                return set_status(mc, json_name(m), x);
         }
 }
 
@@ -554,9 +568,9 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
                 if (other && !completed) {
                         snprintf(msg, sizeof(msg), "Volume %s moves with its group in migration %s", volume,
                                  other);
-                        return streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg)
+                        return streq_ptr(json_get_string(json_field(m, "status", NULL), "message"), msg)
                                        ? 0
-                                       : set_status(mc, name_of(m), status_of(NULL, msg));
+                                       : set_status(mc, json_name(m), status_of(NULL, msg));
                 }
         }
         replica = find_replica(mc, volume, source);
@@ -564,12 +578,12 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
                 snprintf(msg, sizeof(msg), "node %s holds no replica of volume %s", strna(source), volume);
                 return rollback(mc, m, msg);
         }
-        (void) json_get_u64(field(lv, "spec", NULL), "replicaNumber", &replicas);
+        (void) json_get_u64(json_field(lv, "spec", NULL), "replicaNumber", &replicas);
         now_rfc3339(ts);
         st = status_of("Submitted", NULL);
         vols = group_members(mc, m, lv, volume, source);
         if (!st || !vols || !cJSON_AddNumberToObject(st, "originalReplicaNumber", (double) replicas) ||
-            !cJSON_AddStringToObject(st, "sourceReplica", name_of(replica)) ||
+            !cJSON_AddStringToObject(st, "sourceReplica", json_name(replica)) ||
             !cJSON_AddStringToObject(st, "startTime", ts)) {
                 cJSON_Delete(st);
                 cJSON_Delete(vols);
@@ -577,7 +591,7 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
         }
         cJSON_AddItemToObject(st, "volumes", vols);
         emit(mc, m, EVENT_NORMAL, "Submitted", "Migration accepted");
-        return set_status(mc, name_of(m), st);
+        return set_status(mc, json_name(m), st);
 }
 
 typedef struct Slots {
@@ -587,61 +601,64 @@ typedef struct Slots {
 
 static int slots_count(const cJSON *o, void *userdata) {
         Slots *q = userdata;
-        const char *state = json_get_string(field(o, "status", NULL), "state");
+        const char *state = json_get_string(json_field(o, "status", NULL), "state");
 
-        if (streq_ptr(name_of(o), q->self) ||
-            cJSON_GetArraySize(field(field(o, "status", NULL), "volumes", NULL)) > 1)
+        if (streq_ptr(json_name(o), q->self) ||
+            cJSON_GetArraySize(json_field(json_field(o, "status", NULL), "volumes", NULL)) > 1)
                 return 0; /* group parents copy nothing themselves */
         if (!streq_ptr(state, "AddReplica") && !streq_ptr(state, "SyncReplica") &&
             !streq_ptr(state, "PruneReplica"))
                 return 0;
         q->running++;
-        if (streq_ptr(json_get_string(field(o, "spec", NULL), "sourceNode"), q->source))
+        if (streq_ptr(json_get_string(json_field(o, "spec", NULL), "sourceNode"), q->source))
                 q->running_here++;
         return 0;
 }
 
 static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                           const char *source) {
-        const cJSON *spec = field(m, "spec", NULL);
+        const cJSON *spec = json_field(m, "spec", NULL);
         _cleanup_json_ cJSON *replica = find_replica(mc, volume, source);
-        TargetQuery q = { .mc = mc, .source = source, .volume = volume, .best_rank = INT32_MAX };
-        const char *published = json_get_string(field(lv, "status", NULL), "publishedNode");
-        const char *uid = json_get_string(field(m, "metadata", NULL), "uid");
+        _cleanup_json_ cJSON *holders = replica_holders(mc, volume);
+        TargetQuery q = { .holders = holders, .source = source, .volume = volume, .best_rank = INT32_MAX };
+        const char *published = json_get_string(json_field(lv, "status", NULL), "publishedNode");
+        const char *uid = json_get_string(json_field(m, "metadata", NULL), "uid");
         char msg[512], *target_replica = NULL, *identity = NULL;
+        const cJSON *vols = json_field(json_field(m, "status", NULL), "volumes", NULL), *v;
+        bool group = cJSON_GetArraySize(vols) > 1;
         cJSON *st;
 
-        const cJSON *vols = field(field(m, "status", NULL), "volumes", NULL), *v;
-        bool group = cJSON_GetArraySize(vols) > 1;
+        if (!holders)
+                return -ENOMEM;
 
         if (!replica)
                 return rollback(mc, m, "the source replica is gone");
         cJSON_ArrayForEach(v, vols) {
                 _cleanup_json_ cJSON *other = cJSON_IsString(v) ? cached(mc->volumes, v->valuestring) : NULL;
                 if (other &&
-                    streq_ptr(json_get_string(field(other, "status", NULL), "publishedNode"), source))
+                    streq_ptr(json_get_string(json_field(other, "status", NULL), "publishedNode"), source))
                         published = source;
         }
         if (streq_ptr(published, source)) {
-                const char *cur = json_get_string(field(m, "status", NULL), "message");
+                const char *cur = json_get_string(json_field(m, "status", NULL), "message");
                 snprintf(msg, sizeof(msg), "Volume is still in use on %s", source);
-                return streq_ptr(cur, msg) ? 0 : set_status(mc, name_of(m), status_of("Submitted", msg));
+                return streq_ptr(cur, msg) ? 0 : set_status(mc, json_name(m), status_of("Submitted", msg));
         }
         if (!group) {
-                Slots slots = { .self = name_of(m), .source = source };
+                Slots slots = { .self = json_name(m), .source = source };
                 (void) kube_cache_foreach(informer_cache(mc->migrates), slots_count, &slots);
                 if ((mc->options.max_running > 0 && slots.running >= mc->options.max_running) ||
                     (mc->options.max_running_per_node > 0 &&
                      slots.running_here >= mc->options.max_running_per_node)) {
                         snprintf(msg, sizeof(msg), "Waiting for a free copy slot (%u running, %u from %s)",
                                  slots.running, slots.running_here, source);
-                        return streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg)
+                        return streq_ptr(json_get_string(json_field(m, "status", NULL), "message"), msg)
                                        ? 0
-                                       : set_status(mc, name_of(m), status_of("Submitted", msg));
+                                       : set_status(mc, json_name(m), status_of("Submitted", msg));
                 }
         }
-        q.pool = json_get_string(field(replica, "spec", NULL), "poolName");
-        (void) json_get_u64(field(replica, "spec", NULL), "requiredCapacityBytes", &q.need);
+        q.pool = json_get_string(json_field(replica, "spec", NULL), "poolName");
+        (void) json_get_u64(json_field(replica, "spec", NULL), "requiredCapacityBytes", &q.need);
         if (group) {
                 /* The target must have room for the whole group. */
                 q.need = 0;
@@ -650,7 +667,7 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                                                           ? find_replica(mc, v->valuestring, source)
                                                           : NULL;
                         uint64_t need = 0;
-                        (void) json_get_u64(field(r, "spec", NULL), "requiredCapacityBytes", &need);
+                        (void) json_get_u64(json_field(r, "spec", NULL), "requiredCapacityBytes", &need);
                         q.need += need;
                 }
         }
@@ -667,9 +684,9 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                 }
                 snprintf(msg, sizeof(msg), "no node can take volume %s%s%s%s", volume, q.why[0] ? " (" : "",
                          q.why[0] ? q.why : "", q.why[0] ? ")" : "");
-                if (streq_ptr(json_get_string(field(m, "status", NULL), "message"), msg))
+                if (streq_ptr(json_get_string(json_field(m, "status", NULL), "message"), msg))
                         return 0;
-                return set_status(mc, name_of(m), status_of("Submitted", msg));
+                return set_status(mc, json_name(m), status_of("Submitted", msg));
         }
 
         if (group) {
@@ -678,11 +695,11 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                 st = status_of("AddReplica", msg);
                 if (st)
                         cJSON_AddStringToObject(st, "targetNode", q.best);
-                log_info("Migration %s: moving the group of %s from %s to %s.", name_of(m), volume, source,
+                log_info("Migration %s: moving the group of %s from %s to %s.", json_name(m), volume, source,
                          q.best);
                 emit(mc, m, EVENT_NORMAL, "TargetChosen", msg);
                 free(q.best);
-                return set_status(mc, name_of(m), st);
+                return set_status(mc, json_name(m), st);
         }
 
         /* Names that follow from the migration (its UID): doing this step twice cannot make two. */
@@ -703,16 +720,16 @@ static int step_submitted(MigrateController *mc, const cJSON *m, const cJSON *lv
                 cJSON_AddStringToObject(st, "targetReplica", target_replica);
                 cJSON_AddStringToObject(st, "identity", identity);
         }
-        log_info("Migration %s: moving %s from %s to %s.", name_of(m), volume, source, q.best);
+        log_info("Migration %s: moving %s from %s to %s.", json_name(m), volume, source, q.best);
         emit(mc, m, EVENT_NORMAL, "TargetChosen", msg);
         free(target_replica);
         free(identity);
         free(q.best);
-        return set_status(mc, name_of(m), st);
+        return set_status(mc, json_name(m), st);
 }
 
 static int step_add_replica(MigrateController *mc, const cJSON *m) {
-        const cJSON *st = field(m, "status", NULL);
+        const cJSON *st = json_field(m, "status", NULL);
         const char *target = json_get_string(st, "targetReplica"), *node = json_get_string(st, "targetNode");
         const char *identity = json_get_string(st, "identity"),
                    *source = json_get_string(st, "sourceReplica");
@@ -725,7 +742,7 @@ static int step_add_replica(MigrateController *mc, const cJSON *m) {
                 _cleanup_json_ cJSON *body = NULL;
                 _cleanup_free_ char *path = NULL;
                 cJSON *meta, *spec, *ann;
-                const cJSON *sspec = field(s, "spec", NULL);
+                const cJSON *sspec = json_field(s, "spec", NULL);
 
                 body = cJSON_CreateObject();
                 meta = body ? cJSON_AddObjectToObject(body, "metadata") : NULL;
@@ -747,7 +764,7 @@ static int step_add_replica(MigrateController *mc, const cJSON *m) {
                         return -ENOMEM;
                 return mc_send(mc, KUBE_POST, path, body);
         }
-        tst = field(t, "status", NULL);
+        tst = json_field(t, "status", NULL);
         if (!streq_ptr(json_get_string(tst, "state"), "Ready") || !annotation(t, SYNC_ENDPOINT_ANNOTATION)) {
                 /* Say why it is not ready yet, as the node does. */
                 const cJSON *c;
@@ -760,7 +777,7 @@ static int step_add_replica(MigrateController *mc, const cJSON *m) {
                         snprintf(msg, sizeof(msg), "target replica %s: %s: %s", target, strna(reason),
                                  message);
                         if (!streq_ptr(json_get_string(st, "message"), msg))
-                                return set_status(mc, name_of(m), status_of("AddReplica", msg));
+                                return set_status(mc, json_name(m), status_of("AddReplica", msg));
                 }
                 return 0;
         }
@@ -772,17 +789,17 @@ static int step_add_replica(MigrateController *mc, const cJSON *m) {
                     !cJSON_AddNumberToObject(push, "round", 1))
                         return -ENOMEM;
                 if (!annotation(s, PUSH_ANNOTATION)) {
-                        log_info("Migration %s: the target replica %s is ready; copying.", name_of(m),
+                        log_info("Migration %s: the target replica %s is ready; copying.", json_name(m),
                                  target);
                         return annotate(mc, source, PUSH_ANNOTATION, TAKE_PTR(push));
                 }
         }
         emit(mc, m, EVENT_NORMAL, "Copying", "Copying the data to the new replica");
-        return set_status(mc, name_of(m), status_of("SyncReplica", "Copying the data"));
+        return set_status(mc, json_name(m), status_of("SyncReplica", "Copying the data"));
 }
 
 static int step_sync(MigrateController *mc, const cJSON *m) {
-        const cJSON *st = field(m, "status", NULL);
+        const cJSON *st = json_field(m, "status", NULL);
         const char *target = json_get_string(st, "targetReplica"),
                    *source = json_get_string(st, "sourceReplica");
         const char *identity = json_get_string(st, "identity");
@@ -801,12 +818,12 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
         if (result && push_round == round) {
                 bool verified = false;
                 (void) json_get_bool(result, "verified", &verified);
-                if (verified && cJSON_IsTrue(field(t, "status", "synced"))) {
+                if (verified && cJSON_IsTrue(json_field(t, "status", "synced"))) {
                         cJSON *x = status_of("PruneReplica", "The data is verified on the target");
                         if (x)
                                 cJSON_AddStringToObject(x, "digest", json_get_string(result, "digest"));
                         emit(mc, m, EVENT_NORMAL, "Synced", "The target verified the data");
-                        return set_status(mc, name_of(m), x);
+                        return set_status(mc, json_name(m), x);
                 }
                 if (verified)
                         return 0; /* waiting for the node's synced */
@@ -825,7 +842,7 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
                         cJSON *x = status_of("SyncReplica", msg);
                         if (x)
                                 cJSON_AddNumberToObject(x, "round", (double) round + 1);
-                        return set_status(mc, name_of(m), x);
+                        return set_status(mc, json_name(m), x);
                 }
         }
         if (push_round < round) {
@@ -862,7 +879,7 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
         }
         /* Progress, when it moved. */
         {
-                const cJSON *cur = field(st, "progress", NULL);
+                const cJSON *cur = json_field(st, "progress", NULL);
                 _cleanup_json_ cJSON *p = cJSON_CreateObject();
                 static const char *const keys[] = { "bytesTotal", "bytesDone", "bytesPerSecond",
                                                     "etaSeconds" };
@@ -902,7 +919,7 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
                                  (unsigned) attempts, strna(json_get_string(ps, "message")));
                         cJSON_AddStringToObject(x, "message", msg);
                 }
-                return set_status(mc, name_of(m), x);
+                return set_status(mc, json_name(m), x);
         }
 }
 
@@ -928,13 +945,13 @@ static cJSON *swap_name(const cJSON *list, const char *from, const char *to) {
 
 static int step_prune(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                       const char *source) {
-        const cJSON *st = field(m, "status", NULL);
+        const cJSON *st = json_field(m, "status", NULL);
         const char *target_node = json_get_string(st, "targetNode");
         const char *target = json_get_string(st, "targetReplica"),
                    *sreplica = json_get_string(st, "sourceReplica");
         _cleanup_json_ cJSON *s = cached(mc->replicas, sreplica);
-        const cJSON *nodes = field(field(lv, "spec", NULL), "accessibility", "nodes");
-        const cJSON *lvreplicas = field(lv, "status", "replicas");
+        const cJSON *nodes = json_field(json_field(lv, "spec", NULL), "accessibility", "nodes");
+        const cJSON *lvreplicas = json_field(lv, "status", "replicas");
         bool listed = false;
         const cJSON *i;
         char msg[512], ts[32];
@@ -967,45 +984,45 @@ static int step_prune(MigrateController *mc, const cJSON *m, const cJSON *lv, co
         /* 2. The source replica goes (its node removes the volume first). */
         if (s && annotation(s, PUSH_ANNOTATION))
                 return annotate(mc, sreplica, PUSH_ANNOTATION, NULL);
-        if (s && !field(s, "metadata", "deletionTimestamp"))
+        if (s && !json_field(s, "metadata", "deletionTimestamp"))
                 return delete_replica(mc, sreplica);
         if (s)
                 return 0;
         /* 3. Done. */
         snprintf(msg, sizeof(msg), "Volume %s moved from %s to %s", volume, source, strna(target_node));
-        log_info("Migration %s: %s.", name_of(m), msg);
+        log_info("Migration %s: %s.", json_name(m), msg);
         emit(mc, m, EVENT_NORMAL, "Completed", msg);
         {
                 cJSON *x = status_of("Completed", msg);
                 now_rfc3339(ts);
                 if (x)
                         cJSON_AddStringToObject(x, "completionTime", ts);
-                return set_status(mc, name_of(m), x);
+                return set_status(mc, json_name(m), x);
         }
 }
 
 static int mc_reconcile(MigrateController *mc, const cJSON *m) {
-        const cJSON *spec = field(m, "spec", NULL), *st = field(m, "status", NULL);
+        const cJSON *spec = json_field(m, "spec", NULL), *st = json_field(m, "status", NULL);
         const char *state = json_get_string(st, "state") ?: "";
         const char *volume = json_get_string(spec, "volumeName"),
                    *source = json_get_string(spec, "sourceNode");
         _cleanup_json_ cJSON *lv = cached(mc->volumes, volume);
         bool abort_requested = false;
 
-        LOG_CONTEXT_PUSH_FIELD("HWAMEID_MIGRATE", name_of(m));
+        LOG_CONTEXT_PUSH_FIELD("HWAMEID_MIGRATE", json_name(m));
         if (streq(state, "Completed") || streq(state, "Aborted"))
                 return 0;
         (void) json_get_bool(spec, "abort", &abort_requested);
-        if (cJSON_GetArraySize(field(st, "volumes", NULL)) > 1 &&
+        if (cJSON_GetArraySize(json_field(st, "volumes", NULL)) > 1 &&
             (streq(state, "AddReplica") || streq(state, "SyncReplica") || streq(state, "ToBeAborted") ||
              (abort_requested && !streq(state, "") && !streq(state, "Submitted")))) {
                 if (abort_requested && !streq(state, "ToBeAborted"))
-                        return set_status(mc, name_of(m), status_of("ToBeAborted", "Aborting by request"));
+                        return set_status(mc, json_name(m), status_of("ToBeAborted", "Aborting by request"));
                 return step_group(mc, m);
         }
         if (abort_requested && !streq(state, "PruneReplica")) {
                 if (!streq(state, "ToBeAborted"))
-                        return set_status(mc, name_of(m), status_of("ToBeAborted", "Aborting by request"));
+                        return set_status(mc, json_name(m), status_of("ToBeAborted", "Aborting by request"));
                 return rollback(mc, m, "aborted by request");
         }
         if (streq(state, "ToBeAborted"))
@@ -1055,7 +1072,7 @@ static int mc_on_defer(sd_event_source *s, void *userdata) {
                         continue;
                 }
                 if (streq_ptr(hashmap_get(mc->stale, name),
-                              json_get_string(field(m, "metadata", NULL), "resourceVersion"))) {
+                              json_get_string(json_field(m, "metadata", NULL), "resourceVersion"))) {
                         free(name); /* our last write is not in the cache yet; its update brings us back */
                         continue;
                 }
@@ -1196,35 +1213,7 @@ int migrate_controller_start(MigrateController *mc) {
 
 /* ---- metrics (read-only) ------------------------------------------------------------------- */
 
-typedef struct MigrateStateCount {
-        const char *const *states;
-        size_t n;
-        unsigned *counts;
-        unsigned other;
-} MigrateStateCount;
-
-static int migrate_count_one(const cJSON *obj, void *userdata) {
-        MigrateStateCount *q = userdata;
-        const char *state = json_get_string(field(obj, "status", NULL), "state") ?: "";
-
-        for (size_t i = 0; i < q->n; i++)
-                if (streq(q->states[i], state)) {
-                        q->counts[i]++;
-                        return 0;
-                }
-        q->other++;
-        return 0;
-}
-
 int migrate_controller_count_states(MigrateController *mc, const char *const *states, size_t n,
                                     unsigned *counts) {
-        MigrateStateCount q = { .states = states, .n = n, .counts = counts };
-        int r;
-
-        if (!informer_has_synced(mc->migrates))
-                return -EAGAIN;
-        for (size_t i = 0; i < n; i++)
-                counts[i] = 0;
-        r = kube_cache_foreach(informer_cache(mc->migrates), migrate_count_one, &q);
-        return r < 0 ? r : (int) q.other;
+        return informer_count_states(mc->migrates, states, n, counts);
 }

@@ -18,15 +18,6 @@ struct PassController {
         sd_event_source *defer, *resync;
 };
 
-const cJSON *json_field(const cJSON *o, const char *a, const char *b) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
-        return b ? cJSON_GetObjectItemCaseSensitive(x, b) : x;
-}
-
-const char *json_meta_string(const cJSON *o, const char *key) {
-        return json_get_string(json_field(o, "metadata", NULL), key);
-}
-
 static int snap_add(const cJSON *o, void *userdata) {
         cJSON *dup = cJSON_Duplicate(o, true);
 

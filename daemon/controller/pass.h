@@ -35,7 +35,3 @@ int pass_controller_start(PassController *pc);
 cJSON *pass_controller_snapshot(PassController *pc, size_t i);
 /* Starts the pass's write; returns 1, or a negative errno. */
 int pass_controller_send(PassController *pc, KubeMethod method, const char *path, const cJSON *body);
-
-/* Small JSON accessors the passes share. */
-const cJSON *json_field(const cJSON *o, const char *a, const char *b);
-const char *json_meta_string(const cJSON *o, const char *key);

@@ -32,14 +32,12 @@ struct VolumeController {
         PassController *pc;
 };
 
-#define field      json_field
-#define name_of(o) json_meta_string((o), "name")
-
 static bool has_finalizer(const cJSON *o) {
         const cJSON *i;
-        cJSON_ArrayForEach(i, field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
-                                                                      streq(i->valuestring,
-                                                                            VOLUME_FINALIZER)) return true;
+        cJSON_ArrayForEach(i,
+                           json_field(o, "metadata", "finalizers")) if (cJSON_IsString(i) &&
+                                                                        streq(i->valuestring,
+                                                                              VOLUME_FINALIZER)) return true;
         return false;
 }
 
@@ -47,14 +45,14 @@ static bool migrating(const cJSON *migrates, const char *volume) {
         const cJSON *m, *v;
 
         cJSON_ArrayForEach(m, migrates) {
-                const char *state = json_get_string(field(m, "status", NULL), "state");
+                const char *state = json_get_string(json_field(m, "status", NULL), "state");
                 if (streq_ptr(state, "Completed") || streq_ptr(state, "Aborted"))
                         continue;
-                if (streq_ptr(json_get_string(field(m, "spec", NULL), "volumeName"), volume))
+                if (streq_ptr(json_get_string(json_field(m, "spec", NULL), "volumeName"), volume))
                         return true;
-                cJSON_ArrayForEach(v, field(field(m, "status", NULL), "volumes",
-                                            NULL)) if (cJSON_IsString(v) &&
-                                                       streq(v->valuestring, volume)) return true;
+                cJSON_ArrayForEach(v, json_field(json_field(m, "status", NULL), "volumes",
+                                                 NULL)) if (cJSON_IsString(v) &&
+                                                            streq(v->valuestring, volume)) return true;
         }
         return false;
 }
@@ -71,11 +69,11 @@ static int set_finalizer(VolumeController *vc, const cJSON *lv, bool add) {
                           : NULL;
         const cJSON *i;
 
-        if (!fin || asprintf(&path, VOLUME_PATH "/%s", name_of(lv)) < 0)
+        if (!fin || asprintf(&path, VOLUME_PATH "/%s", json_name(lv)) < 0)
                 return -ENOMEM;
-        cJSON_ArrayForEach(i,
-                           field(lv, "metadata", "finalizers")) if (cJSON_IsString(i) &&
-                                                                    !streq(i->valuestring, VOLUME_FINALIZER))
+        cJSON_ArrayForEach(
+                i, json_field(lv, "metadata", "finalizers")) if (cJSON_IsString(i) &&
+                                                                 !streq(i->valuestring, VOLUME_FINALIZER))
                 cJSON_AddItemToArray(fin, cJSON_CreateString(i->valuestring));
         if (add)
                 cJSON_AddItemToArray(fin, cJSON_CreateString(VOLUME_FINALIZER));
@@ -94,23 +92,24 @@ typedef struct Choice {
 static bool holds_replica(const cJSON *replicas, const char *volume, const char *node) {
         const cJSON *r;
         cJSON_ArrayForEach(
-                r, replicas) if (streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), volume) &&
-                                 streq_ptr(json_get_string(field(r, "spec", NULL), "nodeName"),
+                r, replicas) if (streq_ptr(json_get_string(json_field(r, "spec", NULL), "volumeName"),
+                                           volume) &&
+                                 streq_ptr(json_get_string(json_field(r, "spec", NULL), "nodeName"),
                                            node)) return true;
         return false;
 }
 
 static int consider(const cJSON *lsn, void *userdata) {
         Choice *q = userdata;
-        const char *node = name_of(lsn);
+        const char *node = json_name(lsn);
         uint64_t free_bytes = 0;
         int rank = INT32_MAX, i = 0;
         const cJSON *p;
 
-        if (!node || !streq_ptr(json_get_string(field(lsn, "status", NULL), "state"), "Ready") ||
+        if (!node || !streq_ptr(json_get_string(json_field(lsn, "status", NULL), "state"), "Ready") ||
             holds_replica(q->replicas, q->volume, node))
                 return 0;
-        if (json_get_u64(field(field(lsn, "status", "pools"), q->pool, NULL), "freeCapacityBytes",
+        if (json_get_u64(json_field(json_field(lsn, "status", "pools"), q->pool, NULL), "freeCapacityBytes",
                          &free_bytes) < 0 ||
             free_bytes < q->need)
                 return 0;
@@ -128,12 +127,12 @@ static int consider(const cJSON *lsn, void *userdata) {
 }
 
 static int create_replica(VolumeController *vc, const cJSON *lv, const cJSON *replicas, size_t have) {
-        const cJSON *spec = field(lv, "spec", NULL);
-        const char *volume = name_of(lv), *uid = json_get_string(field(lv, "metadata", NULL), "uid");
+        const cJSON *spec = json_field(lv, "spec", NULL);
+        const char *volume = json_name(lv), *uid = json_get_string(json_field(lv, "metadata", NULL), "uid");
         Choice q = { .replicas = replicas,
                      .volume = volume,
                      .best_rank = INT32_MAX,
-                     .preferred = field(spec, "accessibility", "nodes") };
+                     .preferred = json_field(spec, "accessibility", "nodes") };
         _cleanup_json_ cJSON *body = cJSON_CreateObject();
         cJSON *meta, *rspec;
         char name[300];
@@ -186,14 +185,14 @@ static cJSON *desired_status(const cJSON *lv, const cJSON *mine, uint64_t want) 
                 return NULL;
         }
         cJSON_ArrayForEach(r, mine) {
-                const char *state = json_get_string(field(r, "status", NULL), "state");
+                const char *state = json_get_string(json_field(r, "status", NULL), "state");
                 uint64_t a = 0;
 
-                cJSON_AddItemToArray(names, cJSON_CreateString(name_of(r)));
+                cJSON_AddItemToArray(names, cJSON_CreateString(json_name(r)));
                 n++;
                 all_ready = all_ready && streq_ptr(state, "Ready");
                 broken = broken || streq_ptr(state, "NotReady");
-                if (json_get_u64(field(r, "status", NULL), "allocatedCapacityBytes", &a) >= 0)
+                if (json_get_u64(json_field(r, "status", NULL), "allocatedCapacityBytes", &a) >= 0)
                         allocated = MIN(allocated, a);
         }
         cJSON_AddStringToObject(st, "state",
@@ -215,10 +214,10 @@ static bool status_has(const cJSON *have, const cJSON *want) {
 }
 
 static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replicas, const cJSON *migrates) {
-        const cJSON *spec = field(lv, "spec", NULL), *r;
-        const char *volume = name_of(lv);
-        bool deleting = field(lv, "metadata", "deletionTimestamp") != NULL ||
-                        cJSON_IsTrue(field(spec, "delete", NULL));
+        const cJSON *spec = json_field(lv, "spec", NULL), *r;
+        const char *volume = json_name(lv);
+        bool deleting = json_field(lv, "metadata", "deletionTimestamp") != NULL ||
+                        cJSON_IsTrue(json_field(spec, "delete", NULL));
         _cleanup_json_ cJSON *mine = cJSON_CreateArray(), *st = NULL;
         uint64_t want = 1;
         size_t have = 0;
@@ -229,8 +228,9 @@ static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replica
         (void) json_get_u64(spec, "replicaNumber", &want);
         want = CLAMP(want, (uint64_t) 1, (uint64_t) 3);
         cJSON_ArrayForEach(
-                r, replicas) if (streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"), volume) &&
-                                 !field(r, "metadata", "deletionTimestamp")) {
+                r, replicas) if (streq_ptr(json_get_string(json_field(r, "spec", NULL), "volumeName"),
+                                           volume) &&
+                                 !json_field(r, "metadata", "deletionTimestamp")) {
                 cJSON_AddItemToArray(mine, cJSON_Duplicate(r, true));
                 have++;
         }
@@ -238,18 +238,18 @@ static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replica
         if (deleting) {
                 _cleanup_json_ cJSON *body = NULL;
                 if (have > 0) {
-                        if (asprintf(&path, REPLICA_PATH "/%s", name_of(cJSON_GetArrayItem(mine, 0))) < 0)
+                        if (asprintf(&path, REPLICA_PATH "/%s", json_name(cJSON_GetArrayItem(mine, 0))) < 0)
                                 return -ENOMEM;
                         log_info("Volume %s is being deleted: removing replica %s.", volume,
-                                 name_of(cJSON_GetArrayItem(mine, 0)));
+                                 json_name(cJSON_GetArrayItem(mine, 0)));
                         return vc_send(vc, KUBE_DELETE, path, NULL);
                 }
-                cJSON_ArrayForEach(
-                        r, replicas) if (streq_ptr(json_get_string(field(r, "spec", NULL), "volumeName"),
-                                                   volume)) return 0; /* still going */
+                cJSON_ArrayForEach(r, replicas) if (streq_ptr(json_get_string(json_field(r, "spec", NULL),
+                                                                              "volumeName"),
+                                                              volume)) return 0; /* still going */
                 if (has_finalizer(lv))
                         return set_finalizer(vc, lv, false);
-                if (!streq_ptr(json_get_string(field(lv, "status", NULL), "state"), "Deleted")) {
+                if (!streq_ptr(json_get_string(json_field(lv, "status", NULL), "state"), "Deleted")) {
                         body = cJSON_CreateObject();
                         if (!body ||
                             !cJSON_AddStringToObject(cJSON_AddObjectToObject(body, "status"), "state",
@@ -268,7 +268,7 @@ static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replica
                 return create_replica(vc, lv, replicas, have);
 
         /* accessibility.nodes names where the replicas are, when nobody said. */
-        if (cJSON_GetArraySize(field(spec, "accessibility", "nodes")) == 0) {
+        if (cJSON_GetArraySize(json_field(spec, "accessibility", "nodes")) == 0) {
                 _cleanup_json_ cJSON *body = cJSON_CreateObject();
                 cJSON *nodes = body ? cJSON_AddArrayToObject(
                                               cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "spec"),
@@ -278,14 +278,14 @@ static int vc_volume(VolumeController *vc, const cJSON *lv, const cJSON *replica
                 if (!nodes || asprintf(&path, VOLUME_PATH "/%s", volume) < 0)
                         return -ENOMEM;
                 cJSON_ArrayForEach(r, mine) cJSON_AddItemToArray(
-                        nodes, cJSON_CreateString(json_get_string(field(r, "spec", NULL), "nodeName")));
+                        nodes, cJSON_CreateString(json_get_string(json_field(r, "spec", NULL), "nodeName")));
                 return vc_send(vc, KUBE_PATCH_MERGE, path, body);
         }
 
         st = desired_status(lv, mine, want);
         if (!st)
                 return -ENOMEM;
-        if (!status_has(field(lv, "status", NULL), st)) {
+        if (!status_has(json_field(lv, "status", NULL), st)) {
                 _cleanup_json_ cJSON *body = cJSON_CreateObject();
                 if (!body || asprintf(&path, VOLUME_PATH "/%s/status", volume) < 0)
                         return -ENOMEM;
@@ -306,7 +306,7 @@ static int vc_pass(PassController *pc, void *userdata) {
         if (!volumes || !replicas || !migrates)
                 return -ENOMEM;
         cJSON_ArrayForEach(lv, volumes) {
-                LOG_CONTEXT_PUSH_FIELD("HWAMEID_VOLUME", name_of(lv));
+                LOG_CONTEXT_PUSH_FIELD("HWAMEID_VOLUME", json_name(lv));
                 r = vc_volume(vc, lv, replicas, migrates);
                 if (r != 0)
                         return r;

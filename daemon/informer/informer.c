@@ -513,3 +513,35 @@ KubeCache *informer_cache(Informer *inf) {
 const InformerStats *informer_stats(const Informer *inf) {
         return &inf->stats;
 }
+
+typedef struct StateCount {
+        const char *const *states;
+        size_t n;
+        unsigned *counts;
+        unsigned other;
+} StateCount;
+
+static int count_one(const cJSON *obj, void *userdata) {
+        StateCount *q = userdata;
+        const char *state = json_get_string(cJSON_GetObjectItemCaseSensitive(obj, "status"), "state") ?: "";
+
+        for (size_t i = 0; i < q->n; i++)
+                if (streq(q->states[i], state)) {
+                        q->counts[i]++;
+                        return 0;
+                }
+        q->other++;
+        return 0;
+}
+
+int informer_count_states(Informer *inf, const char *const *states, size_t n, unsigned *counts) {
+        StateCount q = { .states = states, .n = n, .counts = counts };
+        int r;
+
+        if (!informer_has_synced(inf))
+                return -EAGAIN;
+        for (size_t i = 0; i < n; i++)
+                counts[i] = 0;
+        r = kube_cache_foreach(informer_cache(inf), count_one, &q);
+        return r < 0 ? r : (int) q.other;
+}

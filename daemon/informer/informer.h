@@ -77,6 +77,10 @@ const char *informer_resource_version(const Informer *inf);
 int informer_last_error(const Informer *inf, const char **ret_message);
 KubeCache *informer_cache(Informer *inf);
 
+/* The cached objects by status.state: counts[i] for states[i] ("" for an object without a state
+ * yet). Returns how many are in none of the states, or -EAGAIN before the first list. */
+int informer_count_states(Informer *inf, const char *const *states, size_t n, unsigned *counts);
+
 /* Counters for tests and status. */
 typedef struct InformerStats {
         unsigned lists, watches, relists_expired, events, errors;

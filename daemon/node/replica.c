@@ -710,35 +710,7 @@ int replica_controller_start(ReplicaController *rc) {
 
 /* ---- metrics (read-only) ------------------------------------------------------------------- */
 
-typedef struct ReplicaStateCount {
-        const char *const *states;
-        size_t n;
-        unsigned *counts;
-        unsigned other;
-} ReplicaStateCount;
-
-static int replica_count_one(const cJSON *obj, void *userdata) {
-        ReplicaStateCount *q = userdata;
-        const char *state = json_get_string(cJSON_GetObjectItemCaseSensitive(obj, "status"), "state") ?: "";
-
-        for (size_t i = 0; i < q->n; i++)
-                if (streq(q->states[i], state)) {
-                        q->counts[i]++;
-                        return 0;
-                }
-        q->other++;
-        return 0;
-}
-
 int replica_controller_count_states(ReplicaController *rc, const char *const *states, size_t n,
                                     unsigned *counts) {
-        ReplicaStateCount q = { .states = states, .n = n, .counts = counts };
-        int r;
-
-        if (!informer_has_synced(rc->informer))
-                return -EAGAIN;
-        for (size_t i = 0; i < n; i++)
-                counts[i] = 0;
-        r = kube_cache_foreach(informer_cache(rc->informer), replica_count_one, &q);
-        return r < 0 ? r : (int) q.other;
+        return informer_count_states(rc->informer, states, n, counts);
 }

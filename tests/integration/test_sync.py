@@ -165,11 +165,9 @@ def test_a_digest_mismatch_is_reported_and_the_export_comes_back(standin, nodes)
     wait(lambda: dst.status()["cluster"]["sync"]["exports"], what="exposed again")
 
 
-@pytest.mark.parametrize("victim", ["source", "target"])
-def test_a_push_resumes_after_either_node_is_killed(standin, nodes, victim):
-    src, dst = nodes
-    size = 64 * MiB
-    # Slow pushes: restart the source with a bandwidth limit.
+def slow_push_under_way(standin, src, dst, size):
+    """Restarts the source with a bandwidth limit, starts a push of size random bytes and waits
+    for its first checkpoint past 0; returns (the source's data file, the checkpoint file)."""
     src.stop()
     src.write_config("[Storage]\nBackend=file\nFilePoolCapacity=1G\nFilePoolClasses=HDD\nRefreshInterval=1s\n"
                      "[Stream]\nBandwidthLimit=12M\n", node="src-node")
@@ -178,6 +176,14 @@ def test_a_push_resumes_after_either_node_is_killed(standin, nodes, victim):
     annotate(standin, "pvc-m-src", push={"identity": "mig-pvc-m-1", "endpoint": endpoint, "export": "pvc-m-dst1"})
     checkpoint = src.dir / "copies" / "mig-pvc-m-1.checkpoint"
     wait(lambda: checkpoint.exists() and "offset=0\n" not in checkpoint.read_text(), what="a checkpoint")
+    return data, checkpoint
+
+
+@pytest.mark.parametrize("victim", ["source", "target"])
+def test_a_push_resumes_after_either_node_is_killed(standin, nodes, victim):
+    src, dst = nodes
+    size = 64 * MiB
+    data, checkpoint = slow_push_under_way(standin, src, dst, size)
 
     node = src if victim == "source" else dst
     node.kill(signal.SIGKILL)
@@ -199,14 +205,7 @@ def test_a_stop_during_a_push_ends_promptly_and_the_push_resumes(standin, nodes)
     # checkpoint kept, and the daemon exits well within the unit's TimeoutStopSec=.
     src, dst = nodes
     size = 64 * MiB
-    src.stop()
-    src.write_config("[Storage]\nBackend=file\nFilePoolCapacity=1G\nFilePoolClasses=HDD\nRefreshInterval=1s\n"
-                     "[Stream]\nBandwidthLimit=12M\n", node="src-node")
-    src.start()
-    data, endpoint = setup_migration(standin, src, dst, size)
-    annotate(standin, "pvc-m-src", push={"identity": "mig-pvc-m-1", "endpoint": endpoint, "export": "pvc-m-dst1"})
-    checkpoint = src.dir / "copies" / "mig-pvc-m-1.checkpoint"
-    wait(lambda: checkpoint.exists() and "offset=0\n" not in checkpoint.read_text(), what="a checkpoint")
+    data, checkpoint = slow_push_under_way(standin, src, dst, size)
     t = time.monotonic()
     assert src.stop() == 0
     assert time.monotonic() - t < 10

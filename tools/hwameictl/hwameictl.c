@@ -606,6 +606,18 @@ static int ctl_call(Ctl *ctl, Call *c, KubeMethod method, const char *path, cons
         return r < 0 ? r : ctl_wait(ctl);
 }
 
+/* GETs paths[i] into calls[i], all at once, and waits for every answer. */
+static int ctl_get_all(Ctl *ctl, Call *const *calls, const char *const *paths, size_t n) {
+        int r;
+
+        for (size_t i = 0; i < n; i++) {
+                r = ctl_start(ctl, calls[i], KUBE_GET, paths[i], NULL);
+                if (r < 0)
+                        return r;
+        }
+        return ctl_wait(ctl);
+}
+
 static bool call_not_found(const Call *c) {
         return c->error == -ENOENT && c->http_code == 404;
 }
@@ -873,13 +885,8 @@ static int verb_volume_list(Ctl *ctl, char **args) {
 
         if (!items)
                 return ctl_exit(ctl, -ENOMEM);
-        r = ctl_start(ctl, &volumes, KUBE_GET, VOLUMES_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &replicas, KUBE_GET, REPLICAS_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &migrations, KUBE_GET, MIGRATES_PATH, NULL);
-        if (r >= 0)
-                r = ctl_wait(ctl);
+        r = ctl_get_all(ctl, (Call *const[]){ &volumes, &replicas, &migrations },
+                        (const char *const[]){ VOLUMES_PATH, REPLICAS_PATH, MIGRATES_PATH }, 3);
         if (r < 0)
                 return ctl_exit(ctl, r);
         if (volumes.error < 0)
@@ -1049,13 +1056,8 @@ static int verb_volume_show(Ctl *ctl, char **args) {
 
         if (!escaped || asprintf(&path, VOLUMES_PATH "/%s", escaped) < 0)
                 return ctl_exit(ctl, -ENOMEM);
-        r = ctl_start(ctl, &volume, KUBE_GET, path, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &replicas, KUBE_GET, REPLICAS_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &migrations, KUBE_GET, MIGRATES_PATH, NULL);
-        if (r >= 0)
-                r = ctl_wait(ctl);
+        r = ctl_get_all(ctl, (Call *const[]){ &volume, &replicas, &migrations },
+                        (const char *const[]){ path, REPLICAS_PATH, MIGRATES_PATH }, 3);
         if (r < 0)
                 return ctl_exit(ctl, r);
         if (call_not_found(&volume)) {
@@ -1401,15 +1403,8 @@ static int migrate_precheck(Ctl *ctl, const char *volume) {
 
         if (!escaped || asprintf(&path, VOLUMES_PATH "/%s", escaped) < 0)
                 return ctl_exit(ctl, -ENOMEM);
-        r = ctl_start(ctl, &lv, KUBE_GET, path, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &replicas, KUBE_GET, REPLICAS_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &migrations, KUBE_GET, MIGRATES_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &nodes, KUBE_GET, LSN_PATH, NULL);
-        if (r >= 0)
-                r = ctl_wait(ctl);
+        r = ctl_get_all(ctl, (Call *const[]){ &lv, &replicas, &migrations, &nodes },
+                        (const char *const[]){ path, REPLICAS_PATH, MIGRATES_PATH, LSN_PATH }, 4);
         if (r < 0)
                 return ctl_exit(ctl, r);
         if (call_not_found(&lv)) {
@@ -1740,13 +1735,9 @@ static int verb_node_status(Ctl *ctl, char **args) {
                     asprintf(&node_path, NODES_PATH "/%s", escaped) < 0)
                         return ctl_exit(ctl, -ENOMEM);
         }
-        r = ctl_start(ctl, &lsn, KUBE_GET, lsn_path ?: LSN_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &nodes, KUBE_GET, node_path ?: NODES_PATH, NULL);
-        if (r >= 0)
-                r = ctl_start(ctl, &replicas, KUBE_GET, REPLICAS_PATH, NULL);
-        if (r >= 0)
-                r = ctl_wait(ctl);
+        r = ctl_get_all(
+                ctl, (Call *const[]){ &lsn, &nodes, &replicas },
+                (const char *const[]){ lsn_path ?: LSN_PATH, node_path ?: NODES_PATH, REPLICAS_PATH }, 3);
         if (r < 0)
                 return ctl_exit(ctl, r);
         if (name && call_not_found(&lsn)) {
