@@ -268,10 +268,18 @@ static int delete_replica(MigrateController *mc, const char *replica) {
         return mc_send(mc, KUBE_DELETE, path, NULL);
 }
 
+/* An event on the migration and, so that "kubectl describe localvolume" tells the story too, on
+ * its volume. */
 static void emit(MigrateController *mc, const cJSON *m, const char *type, const char *reason,
                  const char *msg) {
+        _cleanup_json_ cJSON *lv = cached(mc->volumes,
+                                          json_get_string(json_field(m, "spec", NULL), "volumeName"));
+
         event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolumeMigrate", m, type, reason,
                             "%s", msg);
+        if (lv)
+                event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolume", lv, type,
+                                    reason, "Migration %s: %s", strna(json_name(m)), msg);
 }
 
 /* ---- steps ---------------------------------------------------------------------------------- */
@@ -434,6 +442,28 @@ static int finish(MigrateController *mc, const cJSON *m, const char *state, cons
         return set_status(mc, json_name(m), x);
 }
 
+/* meta.ownerReferences names parent, so that deleting the parent takes its parts along. */
+static int add_owner(cJSON *meta, const cJSON *parent) {
+        const char *uid = json_get_string(json_field(parent, "metadata", NULL), "uid");
+        cJSON *refs, *ref;
+
+        if (!uid)
+                return 0;
+        refs = cJSON_AddArrayToObject(meta, "ownerReferences");
+        ref = cJSON_CreateObject();
+        if (!refs || !ref) {
+                cJSON_Delete(ref);
+                return -ENOMEM;
+        }
+        cJSON_AddItemToArray(refs, ref);
+        if (!cJSON_AddStringToObject(ref, "apiVersion", "hwameistor.io/v1alpha1") ||
+            !cJSON_AddStringToObject(ref, "kind", "LocalVolumeMigrate") ||
+            !cJSON_AddStringToObject(ref, "name", json_name(parent)) ||
+            !cJSON_AddStringToObject(ref, "uid", uid) || !cJSON_AddBoolToObject(ref, "controller", true))
+                return -ENOMEM;
+        return 0;
+}
+
 /* A group move: a child migration per volume, all with the parent's target; the parent follows. */
 static int step_group(MigrateController *mc, const cJSON *m) {
         const cJSON *st = json_field(m, "status", NULL), *vols = json_field(st, "volumes", NULL), *v;
@@ -446,6 +476,7 @@ static int step_group(MigrateController *mc, const cJSON *m) {
         const char *failure = NULL;
         char msg[512];
         size_t i = 0;
+        int r;
 
         cJSON_ArrayForEach(v, vols) {
                 _cleanup_free_ char *cname = child_name(m, i++);
@@ -477,6 +508,9 @@ static int step_group(MigrateController *mc, const cJSON *m) {
                             !cJSON_AddBoolToObject(spec, "migrateAllVols", false))
                                 return -ENOMEM;
                         cJSON_AddItemToArray(sugg, cJSON_CreateString(target));
+                        r = add_owner(meta, m);
+                        if (r < 0)
+                                return r;
                         return mc_send(mc, KUBE_POST, MIGRATE_PATH, body);
                 }
                 if (abort_requested && !cJSON_IsTrue(json_field(child, "spec", "abort")) &&
@@ -544,6 +578,18 @@ static int step_group(MigrateController *mc, const cJSON *m) {
         }
 }
 
+/* Whether the cache still lacks a write of ours to a migration other than self. */
+static bool others_stale(MigrateController *mc, const char *self) {
+        const char *name;
+        char *rv;
+
+        HASHMAP_FOREACH_KEY(rv, name, mc->stale)
+                if (!streq(name, self) &&
+                    streq_ptr(kube_cache_get_rv(informer_cache(mc->migrates), NULL, name), rv))
+                        return true;
+        return false;
+}
+
 static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, const char *volume,
                     const char *source) {
         _cleanup_json_ cJSON *replica = NULL;
@@ -551,6 +597,11 @@ static int step_new(MigrateController *mc, const cJSON *m, const cJSON *lv, cons
         uint64_t replicas = 1;
         cJSON *st, *vols;
 
+        /* Which group migration covers which volume is read from the others' status: wait until
+         * the cache has our last word on them, or two could claim one group (its update brings
+         * this one back). */
+        if (others_stale(mc, json_name(m)))
+                return 0;
         if (!lv) {
                 snprintf(msg, sizeof(msg), "volume %s does not exist", strna(volume));
                 return rollback(mc, m, msg);
@@ -798,6 +849,26 @@ static int step_add_replica(MigrateController *mc, const cJSON *m) {
         return set_status(mc, json_name(m), status_of("SyncReplica", "Copying the data"));
 }
 
+/* An event when the copy passes a quarter, half or three quarters of the way. */
+static void progress_events(MigrateController *mc, const cJSON *m, const cJSON *was, const cJSON *now) {
+        uint64_t before = 0, done = 0, total = 0, rate = 0;
+        unsigned q0, q1;
+        char msg[256];
+
+        (void) json_get_u64(was, "bytesDone", &before);
+        if (json_get_u64(now, "bytesDone", &done) < 0 || json_get_u64(now, "bytesTotal", &total) < 0 ||
+            total == 0 || done >= total)
+                return;
+        (void) json_get_u64(now, "bytesPerSecond", &rate);
+        q0 = (unsigned) (MIN(before, total) * 4 / total);
+        q1 = (unsigned) (done * 4 / total);
+        if (q1 <= q0 || q1 == 0)
+                return;
+        snprintf(msg, sizeof(msg), "%u%% copied (%" PRIu64 " of %" PRIu64 " MiB) at %" PRIu64 " MB/s",
+                 q1 * 25, done >> 20, total >> 20, rate / 1000000);
+        emit(mc, m, EVENT_NORMAL, "Progress", msg);
+}
+
 static int step_sync(MigrateController *mc, const cJSON *m) {
         const cJSON *st = json_field(m, "status", NULL);
         const char *target = json_get_string(st, "targetReplica"),
@@ -910,6 +981,7 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
                         if (!cJSON_GetObjectItemCaseSensitive(p, keys[i]) &&
                             cJSON_GetObjectItemCaseSensitive(cur, keys[i]))
                                 cJSON_AddNullToObject(p, keys[i]);
+                progress_events(mc, m, cur, p);
                 x = cJSON_CreateObject();
                 if (!x)
                         return -ENOMEM;
@@ -917,6 +989,8 @@ static int step_sync(MigrateController *mc, const cJSON *m) {
                 if (streq_ptr(json_get_string(ps, "state"), "Failed")) {
                         snprintf(msg, sizeof(msg), "copy attempt %u failed: %s; retrying",
                                  (unsigned) attempts, strna(json_get_string(ps, "message")));
+                        if (!streq_ptr(json_get_string(st, "message"), msg))
+                                emit(mc, m, EVENT_WARNING, "CopyRetrying", msg);
                         cJSON_AddStringToObject(x, "message", msg);
                 }
                 return set_status(mc, json_name(m), x);
@@ -1001,6 +1075,27 @@ static int step_prune(MigrateController *mc, const cJSON *m, const cJSON *lv, co
         }
 }
 
+/* A group's finished part goes once its parent has finished too, or is gone (an API server's
+ * garbage collector would do the latter through the ownerReference; this works without one). */
+static int reap_child(MigrateController *mc, const cJSON *m) {
+        const char *parent = json_get_string(json_field(m, "metadata", "labels"), PARENT_LABEL);
+        _cleanup_json_ cJSON *p = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *pstate;
+
+        if (!parent || json_field(m, "metadata", "deletionTimestamp"))
+                return 0;
+        p = cached(mc->migrates, parent);
+        pstate = json_get_string(json_field(p, "status", NULL), "state");
+        if (p && !streq_ptr(pstate, "Completed") && !streq_ptr(pstate, "Aborted"))
+                return 0;
+        if (asprintf(&path, MIGRATE_PATH "/%s", json_name(m)) < 0)
+                return -ENOMEM;
+        log_debug("Migration %s: part of %s, which has %s; removing it.", json_name(m), parent,
+                  p ? "finished" : "gone");
+        return mc_send(mc, KUBE_DELETE, path, NULL);
+}
+
 static int mc_reconcile(MigrateController *mc, const cJSON *m) {
         const cJSON *spec = json_field(m, "spec", NULL), *st = json_field(m, "status", NULL);
         const char *state = json_get_string(st, "state") ?: "";
@@ -1011,7 +1106,7 @@ static int mc_reconcile(MigrateController *mc, const cJSON *m) {
 
         LOG_CONTEXT_PUSH_FIELD("HWAMEID_MIGRATE", json_name(m));
         if (streq(state, "Completed") || streq(state, "Aborted"))
-                return 0;
+                return reap_child(mc, m);
         (void) json_get_bool(spec, "abort", &abort_requested);
         if (cJSON_GetArraySize(json_field(st, "volumes", NULL)) > 1 &&
             (streq(state, "AddReplica") || streq(state, "SyncReplica") || streq(state, "ToBeAborted") ||

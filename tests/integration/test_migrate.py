@@ -5,6 +5,7 @@ source; bad requests end Aborted with a reason and delete nothing; an abort duri
 back and leaves the source untouched."""
 
 import json
+import re
 import time
 
 import pytest
@@ -121,9 +122,16 @@ def test_localvolumemigrate_moves_the_data_verified_and_prunes_the_source(cluste
     out = c.kubectl("get", "localvolumemigrate").stdout.splitlines()
     assert out[0].split()[:5] == ["NAME", "VOLUME", "FROM", "TO", "STATE"], out
     assert out[1].split()[:5] == ["migrate-pvc-move", "pvc-move", "k8s-node-1", "k8s-node-2", "Completed"]
-    reasons = {e["reason"] for e in c.kubectl_json("get", "events", "-A")["items"]
-               if e["involvedObject"].get("name") == "migrate-pvc-move"}
+    events = c.kubectl_json("get", "events", "-A")["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"].get("name") == "migrate-pvc-move"}
     assert {"Submitted", "TargetChosen", "Copying", "Synced", "Completed"} <= reasons, reasons
+    # The volume tells the same story (kubectl describe localvolume).
+    on_volume = [e for e in events if e["involvedObject"].get("kind") == "LocalVolume" and
+                 e["involvedObject"].get("name") == "pvc-move"]
+    assert {"Copying", "Synced", "Completed"} <= {e["reason"] for e in on_volume}, on_volume
+    assert all("migrate-pvc-move" in e["message"] for e in on_volume if e["reason"] != "ReplicaPlaced"), on_volume
+    cfg = lv["spec"]["config"]
+    assert [(e["hostname"], e["ip"]) for e in cfg["replicas"]] == [("k8s-node-2", c.node(2).ip)], cfg
 
 
 def test_bad_requests_end_with_a_reason_and_delete_nothing(cluster):
@@ -209,6 +217,12 @@ def test_sigkill_during_the_copy_resumes_and_completes(cluster, victim):
     assert [r["spec"]["nodeName"] for r in target] == ["k8s-node-2"]
     assert c.checksum(target[0]["metadata"]["name"]) == digest
     assert st["digest"] == target[0]["metadata"]["annotations"]["hwameistor.io/hwameid-digest"]
+    # Milestones of the slow copy, on the migration and on its volume.
+    progress = [e["message"] for e in c.kubectl_json("get", "events", "-A")["items"]
+                if e["reason"] == "Progress" and e["involvedObject"].get("name") in ("m-kill", "pvc-kill")]
+    # (the source reports every 5 s: which quarters show depends on when the reports fall)
+    assert any(re.fullmatch(r"(25|50|75)% copied \(\d+ of 64 MiB\) at \d+ MB/s", m) for m in progress), progress
+    assert any(re.fullmatch(r"Migration m-kill: (25|50|75)% copied .*", m) for m in progress), progress
 
 
 def test_migrate_all_vols_moves_the_whole_group_to_the_suggested_node(cluster):
@@ -231,6 +245,16 @@ def test_migrate_all_vols_moves_the_whole_group_to_the_suggested_node(cluster):
         assert [r["spec"]["nodeName"] for r in reps] == ["k8s-node-3"], (v, reps)
         assert c.checksum(reps[0]["metadata"]["name"]) == digest
         assert c.get(f"{LV}/{v}")["spec"]["accessibility"]["nodes"] == ["k8s-node-3"]
+        c.wait(lambda: [e["hostname"] for e in c.get(f"{LV}/{v}")["spec"]["config"]["replicas"]] == ["k8s-node-3"],
+               30, f"{v}'s spec.config on k8s-node-3")
+    # The group follows its volumes, and its per-volume parts go once it has finished.
+    c.wait(lambda: c.get(f"{HW}/localvolumegroups/lvg-mysql")["spec"]["accessibility"]["nodes"] == ["k8s-node-3"],
+           30, "lvg-mysql accessible from k8s-node-3")
+    c.wait(lambda: [m["metadata"]["name"] for m in c.kubectl_json("get", "localvolumemigrate")["items"]]
+           == ["migrate-group"], 30, "only the group's own migration left")
+    parts = {e["involvedObject"]["name"] for e in c.kubectl_json("get", "events", "-A")["items"]
+             if e["reason"] == "Completed" and e["involvedObject"].get("kind") == "LocalVolumeMigrate"}
+    assert {"migrate-group-0", "migrate-group-1"} <= parts, parts  # they did exist, and finished
 
 
 @pytest.mark.parametrize("cluster", [{"config": "[Stream]\nBandwidthLimit=8M\n[Migration]\nMaxConcurrentPerNode=1\n"}],

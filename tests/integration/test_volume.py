@@ -30,6 +30,18 @@ def test_an_ha_volume_gets_two_replicas_and_deleting_it_removes_them(cluster):
     assert "hwameistor.io/hwameid-volume-protect" in lv["metadata"]["finalizers"]
     out = c.kubectl("get", "localvolume", "pvc-ha").stdout.splitlines()
     assert out[1].split()[:3] == ["pvc-ha", POOL_HDD, "2"], out
+    # spec.config is HwameiStor's VolumeConfig, kept from the replicas: ids 1 and 2, each node's
+    # storage IP, one primary, no DRBD resource.
+    cfg = c.wait(lambda: (lambda x: x if x and x.get("initialized") else None)(
+        c.get(f"{LV}/pvc-ha")["spec"].get("config")), 30, "pvc-ha's spec.config")
+    assert sorted(e["hostname"] for e in cfg["replicas"]) == nodes, cfg
+    assert sorted(e["id"] for e in cfg["replicas"]) == [1, 2], cfg
+    assert {e["hostname"]: e["ip"] for e in cfg["replicas"]} == {n: c.node(int(n[-1])).ip for n in nodes}
+    assert sum(e["primary"] for e in cfg["replicas"]) == 1, cfg
+    assert cfg["volumeName"] == "pvc-ha" and cfg["requiredCapacityBytes"] == 24 * MiB, cfg
+    assert cfg["resourceID"] == -1 and cfg["readyToInitialize"] is True and cfg["version"] >= 1, cfg
+    out = c.kubectl("get", "localvolume", "pvc-ha", "-o", "wide").stdout.splitlines()
+    assert "-1" in out[1].split(), out  # the guide's RESOURCE column
 
     c.kubectl("delete", "localvolume", "pvc-ha", timeout=120)
     assert c.get(f"{LV}/pvc-ha") is None
