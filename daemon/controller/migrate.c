@@ -278,8 +278,8 @@ static void emit(MigrateController *mc, const cJSON *m, const char *type, const 
         event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolumeMigrate", m, type, reason,
                             "%s", msg);
         if (lv)
-                event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolume", lv, type,
-                                    reason, "Migration %s: %s", strna(json_name(m)), msg);
+                event_recorder_emit(mc->events, "hwameistor.io/v1alpha1", "LocalVolume", lv, type, reason,
+                                    "Migration %s: %s", strna(json_name(m)), msg);
 }
 
 /* ---- steps ---------------------------------------------------------------------------------- */
@@ -584,9 +584,8 @@ static bool others_stale(MigrateController *mc, const char *self) {
         char *rv;
 
         HASHMAP_FOREACH_KEY(rv, name, mc->stale)
-                if (!streq(name, self) &&
-                    streq_ptr(kube_cache_get_rv(informer_cache(mc->migrates), NULL, name), rv))
-                        return true;
+        if (!streq(name, self) && streq_ptr(kube_cache_get_rv(informer_cache(mc->migrates), NULL, name), rv))
+                return true;
         return false;
 }
 

@@ -225,8 +225,9 @@ static const cJSON *find_named(const cJSON *list, const char *name) {
 static uint64_t config_id(const cJSON *config, const char *host) {
         const cJSON *e;
         uint64_t id;
-        cJSON_ArrayForEach(e, json_field(config, "replicas", NULL)) if (
-                streq_ptr(json_get_string(e, "hostname"), host) && json_get_u64(e, "id", &id) >= 0) return id;
+        cJSON_ArrayForEach(e, json_field(config, "replicas",
+                                         NULL)) if (streq_ptr(json_get_string(e, "hostname"), host) &&
+                                                    json_get_u64(e, "id", &id) >= 0) return id;
         return 0;
 }
 
@@ -267,8 +268,8 @@ static cJSON *desired_config(const cJSON *lv, const cJSON *mine, const cJSON *no
         list = c ? cJSON_AddArrayToObject(c, "replicas") : NULL;
         if (!list)
                 return NULL;
-        cJSON_ArrayForEach(e, json_field(cur, "replicas", NULL)) if (json_get_u64(e, "id", &id) >= 0) next =
-                MAX(next, id);
+        cJSON_ArrayForEach(e, json_field(cur, "replicas", NULL)) if (json_get_u64(e, "id", &id) >= 0)
+                next = MAX(next, id);
         cJSON_ArrayForEach(r, mine) {
                 const char *host = json_get_string(json_field(r, "spec", NULL), "nodeName");
                 const char *ip = json_get_string(json_field(find_named(nodes, host), "spec", NULL),
@@ -276,8 +277,8 @@ static cJSON *desired_config(const cJSON *lv, const cJSON *mine, const cJSON *no
 
                 if (!host)
                         continue;
-                all_ready = all_ready && streq_ptr(json_get_string(json_field(r, "status", NULL), "state"),
-                                                   "Ready");
+                all_ready = all_ready &&
+                            streq_ptr(json_get_string(json_field(r, "status", NULL), "state"), "Ready");
                 id = config_id(cur, host);
                 if (id == 0)
                         id = ++next;
@@ -321,9 +322,8 @@ static int sync_config(VolumeController *vc, const cJSON *lv, const cJSON *mine,
 
         if (!want)
                 return -ENOMEM;
-        cJSON_ArrayForEach(w, want) same = same &&
-                                           cJSON_Compare(w, cJSON_GetObjectItemCaseSensitive(cur, w->string),
-                                                         true);
+        cJSON_ArrayForEach(w, want)
+                same = same && cJSON_Compare(w, cJSON_GetObjectItemCaseSensitive(cur, w->string), true);
         if (same)
                 return 0;
         (void) json_get_u64(cur, "version", &version);
@@ -345,9 +345,9 @@ static int sync_group(VolumeController *vc, const cJSON *lvg, const cJSON *repli
 
         if (json_field(lvg, "metadata", "deletionTimestamp"))
                 return 0;
-        want = body ? cJSON_AddArrayToObject(
-                              cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "spec"), "accessibility"),
-                              "nodes")
+        want = body ? cJSON_AddArrayToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(body, "spec"),
+                                                                     "accessibility"),
+                                             "nodes")
                     : NULL;
         if (!want)
                 return -ENOMEM;
