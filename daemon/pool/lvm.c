@@ -10,6 +10,10 @@
  *     own umask, and the umask is put back after init and after every command anyway.
  *   - Its log callback is process-wide and has no user data: what the running command says is
  *     collected through a thread-local pointer (lvm_capture).
+ *   - Its first command sets TZ when it is unset (setenv("TZ", ":/etc/localtime")), on the worker
+ *     thread. setenv() may move and free the environment array while the loop's thread reads it in
+ *     getenv() (libcurl does for every request, sd_notify() too): a crash in libc. lvm_worker_new()
+ *     sets TZ to the same value before the thread exists, so that LVM leaves the environment alone.
  *   - It only reopens stdin/stdout with its own buffers when initialised on the main thread;
  *     it is initialised on the worker thread, so it leaves them alone.
  *   - A handle is not fit for a second command (2.03.16: a command with --devices after any other
@@ -370,7 +374,9 @@ int lvm_worker_new(sd_event *e, const LvmOptions *options, LvmWorker **ret) {
         if (!conf_path_is_valid(options->system_dir) || !conf_path_is_valid(options->run_dir))
                 return -EINVAL;
 
-        /* LVM_SYSTEM_DIR, the umask and the log callback are the process's. */
+        /* LVM_SYSTEM_DIR, TZ, the umask and the log callback are the process's. The environment is
+         * only changed here, on the loop's thread, before the worker thread exists: the caller
+         * creates the LVM worker before any other thread. */
         if (atomic_exchange(&lvm_worker_exists, true))
                 return -EBUSY;
         w = calloc(1, sizeof(*w));
@@ -387,6 +393,9 @@ int lvm_worker_new(sd_event *e, const LvmOptions *options, LvmWorker **ret) {
         if (r < 0)
                 return r;
         if (setenv("LVM_SYSTEM_DIR", options->system_dir, 1) < 0)
+                return -errno;
+        /* What LVM would set from its thread (see above); the same time zone as with TZ unset. */
+        if (setenv("TZ", ":/etc/localtime", /* overwrite= */ 0) < 0)
                 return -errno;
 
         r = worker_new(e, "lvm", lvm_thread_init, lvm_thread_done, &w->worker);

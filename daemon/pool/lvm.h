@@ -49,9 +49,11 @@ typedef struct LvmResult {
 
 typedef void (*LvmDoneFn)(LvmResult *result, void *userdata);
 
-/* Creates system_dir (lvm.conf, devices/) and run_dir/lock, sets LVM_SYSTEM_DIR and initialises
- * liblvm2cmd on the worker thread. -EBUSY when this process already has an LvmWorker, -EINVAL
- * for directories that are not absolute or contain quotes, backslashes or control characters. */
+/* Creates system_dir (lvm.conf, devices/) and run_dir/lock, sets LVM_SYSTEM_DIR (and TZ when unset,
+ * which LVM would otherwise set from its thread) and initialises liblvm2cmd on the worker thread.
+ * It changes the environment: call it before the process has any other thread. -EBUSY when this
+ * process already has an LvmWorker, -EINVAL for directories that are not absolute or contain
+ * quotes, backslashes or control characters. */
 int lvm_worker_new(sd_event *e, const LvmOptions *options, LvmWorker **ret);
 LvmWorker *lvm_worker_free(LvmWorker *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LvmWorker *, lvm_worker_free);

@@ -1263,9 +1263,8 @@ int storage_new(sd_event *e, const StorageConfig *config, StorageChangedFn chang
         (void) sd_event_source_set_enabled(s->defer, SD_EVENT_OFF);
         (void) sd_event_source_set_description(s->defer, "storage-next");
 
-        r = worker_new(e, "hwameid-storage", NULL, NULL, &s->worker);
-        if (r < 0)
-                return r;
+        /* The LVM worker first: lvm_worker_new() changes the environment, which is only safe while
+         * no other thread may read it. */
         if (s->backend == STORAGE_BACKEND_LVM) {
                 const LvmOptions lo = {
                         .system_dir = config->lvm_system_dir,
@@ -1277,6 +1276,9 @@ int storage_new(sd_event *e, const StorageConfig *config, StorageChangedFn chang
                         return r;
         } else if (!s->file_dir)
                 return -EINVAL;
+        r = worker_new(e, "hwameid-storage", NULL, NULL, &s->worker);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(s);
         return 0;

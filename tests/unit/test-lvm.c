@@ -250,6 +250,24 @@ static void config_is_valid_for_lvm(void **state) {
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* liblvm2cmd's first command sets TZ when it is unset, from the worker thread, where setenv() races
+ * with getenv() on the loop's thread. lvm_worker_new() sets it before the thread exists: no
+ * command changes the environment. main() unsets TZ before the worker is made. */
+static void commands_leave_the_environment_alone(void **state) {
+        char **before = environ;
+        size_t n = strv_length(environ);
+        Run run;
+
+        (void) state;
+        assert_string_equal(strna(getenv("TZ")), ":/etc/localtime");
+        RUN_OK("vgs --reportformat json --units b --nosuffix -o " LVM_VG_FIELDS, &run);
+        run_done(&run);
+        RUN_OK("pvs --reportformat json --units b --nosuffix -o " LVM_PV_FIELDS, &run);
+        run_done(&run);
+        assert_ptr_equal(environ, before);
+        assert_int_equal(strv_length(environ), n);
+}
+
 static void only_given_devices_are_seen(void **state) {
         Run run;
         LvmPv *p = NULL;
@@ -510,6 +528,7 @@ static void two_nodes_each_own_their_vg(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(commands_leave_the_environment_alone), /* first: no command ran yet */
                 cmocka_unit_test(config_is_valid_for_lvm),
                 cmocka_unit_test(only_given_devices_are_seen),
                 cmocka_unit_test(create_pool),
@@ -528,6 +547,9 @@ int main(void) {
                 fprintf(stderr, "test-lvm: needs root, skipped\n");
                 return 77;
         }
+        /* Before any thread: as under systemd, TZ is not set. */
+        if (unsetenv("TZ") < 0)
+                return 1;
         if (!mkdtemp(tmpdir))
                 return 1;
         have_tmpdir = true;
