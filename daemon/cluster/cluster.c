@@ -471,9 +471,11 @@ int cluster_new(sd_event *e, const ClusterConfig *config, const ClusterCallbacks
         c->kubeconfig = strdup(config->kubeconfig);
         c->namespace = strdup(config->namespace);
         c->storage_ip = isempty(config->storage_ip) ? NULL : strdup(config->storage_ip);
+        c->storage_interface = isempty(config->storage_interface) ? NULL : strdup(config->storage_interface);
         c->checkpoint_dir = strdup(config->checkpoint_dir ?: "/var/lib/hwameid/copies");
         if (!c->node_name || !c->kubeconfig || !c->namespace || !c->checkpoint_dir ||
             (!isempty(config->storage_ip) && !c->storage_ip) ||
+            (!isempty(config->storage_interface) && !c->storage_interface) ||
             (config->stream_problem && !(c->stream_problem = strdup(config->stream_problem))))
                 return -ENOMEM;
         c->config.node_name = c->node_name;

@@ -275,3 +275,13 @@ def test_copies_leaving_one_node_wait_for_a_free_slot(cluster):
         r = replicas_of(c, v)
         assert len(r) == 1 and r[0]["spec"]["nodeName"] != "k8s-node-1"
         assert c.checksum(r[0]["metadata"]["name"]) == d
+
+
+@pytest.mark.parametrize("cluster", [{"config": "[Node]\nStorageIP=\nStorageInterface=lo\n"}], indirect=True)
+def test_storage_interface_gives_the_address_the_node_advertises(cluster):
+    """StorageInterface= alone (no StorageIP=): each LocalStorageNode carries that interface's
+    address (here lo's, unlike the address the node reaches the API server from)."""
+    c = cluster
+    for n in c.nodes:
+        c.wait(lambda: c.kubectl_json("get", "localstoragenode", n.name)["spec"].get("storageIP") == "127.0.0.1",
+               30, f"{n.name}'s storageIP from lo")
