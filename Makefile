@@ -7,6 +7,7 @@
 #   make install         install into $(DESTDIR)$(prefix)
 #   make deb, make rpm   build the packages (build/packages/), each from a copy of the tree
 #   make check-packages  build both packages and check their contents
+#   make check-vm        the VM acceptance suite: the .deb in three qemu guests (tests/vm)
 #
 # WARN_ONLY=1 turns -Werror off; V=1 shows the commands.
 
@@ -285,6 +286,20 @@ rpm:
 .PHONY: check-packages
 check-packages: $(PROGRAMS)
 	HWAMEID_BUILDDIR=$(abspath $(BUILDDIR)) $(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/integration/test_packaging.py
+
+# The VM acceptance suite: three Debian guests under qemu (TCG) install the .deb and run hwameid
+# under real systemd, against the stand-in API server (tests/vm/README.md). Installs the host's
+# VM packages, builds the programs and the .deb (into $(BUILDDIR)/vm-packages), then runs the
+# suite; the guest image is cached in /var/cache/hwameid-vm (HWAMEID_VM_CACHE).
+VM_PKGDIR = $(BUILDDIR)/vm-packages
+.PHONY: check-vm
+check-vm:
+	tools/install-deps --vm
+	$(MAKE) programs
+	rm -rf $(VM_PKGDIR)
+	$(MAKE) PKGDIR=$(abspath $(VM_PKGDIR)) deb
+	HWAMEID_VM_DEB=$$(ls $(abspath $(VM_PKGDIR))/hwameid_$(VERSION)_*.deb) \
+		timeout 25m $(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/vm
 
 .PHONY: clean
 clean:
