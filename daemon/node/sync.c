@@ -47,6 +47,7 @@ typedef struct Job {
         char *uri, *checkpoint, *source_name;
         NbdTlsContext *tls;
         uint64_t bandwidth;
+        bool delta; /* ask the target for block hashes and send only what differs */
         /* verify */
         uint64_t size;
         char expected[COPY_DIGEST_STRING_MAX];
@@ -188,7 +189,8 @@ static void *push_thread(void *userdata) {
         }
         r = nbd_client_connect(
                 &uri,
-                &(NbdConnectOptions){ .tls = j->tls, .delta_block_size = NBD_HWAMEID_DELTA_BLOCK_DEFAULT },
+                &(NbdConnectOptions){ .tls = j->tls,
+                                      .delta_block_size = j->delta ? NBD_HWAMEID_DELTA_BLOCK_DEFAULT : 0 },
                 &conn);
         nbd_uri_done(&uri);
         if (r < 0) {
@@ -630,6 +632,8 @@ static void sync_push_finished(SyncAgent *a, SyncEntry *e, const cJSON *obj) {
                                           push_status_json(e, j, "Failed", j->message));
         } else {
                 char d[COPY_DIGEST_STRING_MAX];
+                /* Made while the job still has its spec: the status names the spec's round. */
+                cJSON *done = push_status_json(e, j, "Done", NULL);
 
                 free(e->push_done);
                 e->push_done = TAKE_PTR(j->spec);
@@ -643,7 +647,7 @@ static void sync_push_finished(SyncAgent *a, SyncEntry *e, const cJSON *obj) {
                         event_recorder_emit(a->events, "hwameistor.io/v1alpha1", "LocalVolumeReplica", obj,
                                             EVENT_NORMAL, "Pushed", "Data pushed to %s: xxh3-128 %s", j->uri,
                                             d);
-                (void) sync_annotate_json(e, PUSH_STATUS_ANNOTATION, push_status_json(e, j, "Done", NULL));
+                (void) sync_annotate_json(e, PUSH_STATUS_ANNOTATION, done);
         }
         job_free(j);
 }
@@ -717,7 +721,15 @@ static void sync_source(SyncAgent *a, SyncEntry *e, const cJSON *obj, const char
         r = job_new(a, JOB_PUSH, e->name, identity, push, pool, volume, &j);
         if (r >= 0) {
                 j->uri = TAKE_PTR(uri);
+                uint64_t round = 0;
+
                 j->bandwidth = a->bandwidth;
+                /* The first attempt of a first round fills a new replica: hashing what it holds
+                 * (nothing of the volume's) costs the target a full read for nothing, and a
+                 * checkpoint, not a delta, is what lets an interrupted push go on. A retry that
+                 * starts over, or another round into the same replica, sends only what differs. */
+                (void) json_get_u64(spec, "round", &round);
+                j->delta = round > 1 || e->attempts > 1;
                 j->checkpoint = checkpoint_path(a, identity);
                 r = asprintf(&j->source_name, "%s/%s", pool, volume) < 0 ? -ENOMEM : 0;
                 if (r >= 0 && !j->checkpoint)

@@ -139,6 +139,27 @@ def test_push_then_verify_moves_the_data_and_reports_synced(standin, nodes):
     wait(lambda: A + "push-status" not in annotations(standin, "pvc-m-src"), what="push-status cleared")
 
 
+def test_a_second_round_into_the_same_replica_sends_only_what_changed(standin, nodes):
+    """The first push into a new replica is a plain copy; another round (after a failed
+    verification, say) asks the target for block hashes and sends only the blocks that differ."""
+    src, dst = nodes
+    size = 24 * MiB
+    data, endpoint = setup_migration(standin, src, dst, size)
+    push = {"identity": "mig-pvc-m-1", "endpoint": endpoint, "export": "pvc-m-dst1"}
+    annotate(standin, "pvc-m-src", push=dict(push, round=1))
+    first = wait(lambda: (lambda p: p if p and p["state"] == "Done" and p.get("round") == 1 else None)(
+        push_status(standin, "pvc-m-src")), what="round 1 Done")
+    assert first["bytesSent"] >= 16 * MiB, first  # the data, all of it
+    with open(data, "r+b") as f:  # 1 MiB changes on the source
+        f.seek(5 * MiB)
+        f.write(b"\xa5" * MiB)
+    annotate(standin, "pvc-m-src", push=dict(push, round=2))
+    second = wait(lambda: (lambda p: p if p and p["state"] == "Done" and p.get("round") == 2 else None)(
+        push_status(standin, "pvc-m-src")), what="round 2 Done")
+    assert second["digest"] == digest_of(data) != first["digest"]
+    assert second["bytesSent"] <= MiB + 128 * 1024, second
+
+
 def test_an_identity_the_target_does_not_expose_fails_and_is_retried(standin, nodes):
     src, dst = nodes
     _, endpoint = setup_migration(standin, src, dst, 8 * MiB)
